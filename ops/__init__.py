@@ -1,0 +1,1 @@
+"""Operations: the `kubegate` CLI, the demo, benchmarks and the Kubernetes API simulator."""

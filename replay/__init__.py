@@ -1,0 +1,1 @@
+"""Forensics from the log alone: past projections, session timelines, integrity, exports."""
