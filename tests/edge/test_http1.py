@@ -1,0 +1,205 @@
+"""The edge's HTTP/1.1 server: framing, streaming, limits and raw upgrades, over real TLS."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+
+import aiohttp
+import pytest
+
+from edge.http1 import Http1Server, Limits, Request, Response
+from tests.edge.conftest import Pki
+
+
+async def _raw(port: int, ctx: ssl.SSLContext, data: bytes):
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
+    writer.write(data)
+    await writer.drain()
+    return reader, writer
+
+
+async def test_request_body_and_keepalive(pki: Pki) -> None:
+    seen: list[tuple[str, str, bytes]] = []
+
+    async def handler(req: Request, resp: Response) -> None:
+        body = b"".join([chunk async for chunk in req.body])
+        seen.append((req.method, req.target, body))
+        await resp.send(200, b'{"ok":true}')
+
+    server = Http1Server(handler, ssl_context=pki.server_context())
+    port = await server.start()
+    try:
+        conn = aiohttp.TCPConnector(ssl=pki.client_context(), limit=1)
+        async with aiohttp.ClientSession(connector=conn) as session:
+            for i in range(3):
+                async with session.post(
+                    f"https://127.0.0.1:{port}/api/v1/x?i={i}", data=b"b" * (100_000 + i)
+                ) as r:
+                    assert r.status == 200
+                    assert await r.json() == {"ok": True}
+        assert [s[1] for s in seen] == [f"/api/v1/x?i={i}" for i in range(3)]
+        assert [len(s[2]) for s in seen] == [100_000, 100_001, 100_002]
+        assert len({id(c) for c in server._connections}) <= 1
+    finally:
+        await server.stop()
+
+
+async def test_chunks_are_flushed_as_written(pki: Pki) -> None:
+    release = asyncio.Event()
+
+    async def handler(req: Request, resp: Response) -> None:
+        await resp.start(200, [("Content-Type", "application/json")])
+        await resp.write(b'{"type":"ADDED"}\n')
+        await release.wait()
+        await resp.write(b'{"type":"DELETED"}\n')
+        await resp.finish()
+
+    server = Http1Server(handler, ssl_context=pki.server_context())
+    port = await server.start()
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(
+                f"https://127.0.0.1:{port}/api/v1/pods?watch=1", ssl=pki.client_context()
+            ) as r,
+        ):
+            # The first event arrives while the handler still holds the second one back.
+            first = await asyncio.wait_for(r.content.readline(), 10)
+            assert first == b'{"type":"ADDED"}\n'
+            release.set()
+            assert await r.content.readline() == b'{"type":"DELETED"}\n'
+            assert await r.content.read() == b""
+    finally:
+        await server.stop()
+
+
+async def test_upgrade_carries_raw_bytes_both_ways(pki: Pki) -> None:
+    async def handler(req: Request, resp: Response) -> None:
+        assert req.upgrade
+        tunnel = await resp.upgrade([("Upgrade", req.header("upgrade"))])
+        while data := await tunnel.read():
+            await tunnel.write(b"<" + data + b">")
+        tunnel.close()
+
+    server = Http1Server(handler, ssl_context=pki.server_context())
+    port = await server.start()
+    try:
+        head = (
+            b"POST /api/v1/namespaces/d/pods/p/portforward HTTP/1.1\r\nHost: x\r\n"
+            b"Connection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\r\n"
+        )
+        reader, writer = await _raw(port, pki.client_context(), head + b"early")
+        status = await reader.readuntil(b"\r\n\r\n")
+        assert status.startswith(b"HTTP/1.1 101 ")
+        assert b"Upgrade: SPDY/3.1" in status
+        assert await reader.readexactly(7) == b"<early>"
+        writer.write(b"\x80\x03\x00\x01GET / HTTP/1.1\r\n\r\n")
+        await writer.drain()
+        got = await reader.readexactly(2 + 4 + 18)
+        assert got == b"<\x80\x03\x00\x01GET / HTTP/1.1\r\n\r\n>"
+        writer.close()
+    finally:
+        await server.stop()
+
+
+async def test_declined_upgrade_passes_status_and_closes(pki: Pki) -> None:
+    async def handler(req: Request, resp: Response) -> None:
+        await resp.send(403, b'{"kind":"Status","code":403}')
+
+    server = Http1Server(handler, ssl_context=pki.server_context())
+    port = await server.start()
+    try:
+        reader, writer = await _raw(
+            port,
+            pki.client_context(),
+            b"GET /exec HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+            b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        )
+        data = await asyncio.wait_for(reader.read(), 10)
+        assert data.startswith(b"HTTP/1.1 403 Forbidden\r\n")
+        assert b"Connection: close" in data
+        assert data.endswith(b'{"kind":"Status","code":403}')
+        writer.close()
+    finally:
+        await server.stop()
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"NOT HTTP AT ALL\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 5000 + b"\r\n\r\n", 431),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 9000\r\n\r\n" + b"z" * 9000, 413),
+    ],
+    ids=["malformed", "head-too-large", "body-too-large"],
+)
+async def test_bad_input_gets_a_status_not_a_hang(pki: Pki, request_bytes: bytes, status: int):
+    async def handler(req: Request, resp: Response) -> None:
+        async for _ in req.body:
+            pass
+        await resp.send(200, b"{}")
+
+    limits = Limits(max_head_bytes=4096, max_body_bytes=8192, buffer_bytes=1024)
+    server = Http1Server(handler, ssl_context=pki.server_context(), limits=limits)
+    port = await server.start()
+    try:
+        reader, writer = await _raw(port, pki.client_context(), request_bytes)
+        data = await asyncio.wait_for(reader.read(), 10)
+        assert data.startswith(f"HTTP/1.1 {status} ".encode()), data[:80]
+        writer.close()
+    finally:
+        await server.stop()
+
+
+async def test_client_certificate_reaches_the_handler(pki: Pki) -> None:
+    from cryptography import x509
+
+    names: list[str | None] = []
+
+    async def handler(req: Request, resp: Response) -> None:
+        if req.peer_cert_der:
+            cert = x509.load_der_x509_certificate(req.peer_cert_der)
+            names.append(cert.subject.rfc4514_string())
+        else:
+            names.append(None)
+        await resp.send(200, b"{}")
+
+    server = Http1Server(handler, ssl_context=pki.server_context())
+    port = await server.start()
+    try:
+        for ctx in (pki.client_context(pki.client_cert("alice")), pki.client_context()):
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(f"https://127.0.0.1:{port}/", ssl=ctx) as r,
+            ):
+                assert r.status == 200
+        assert names == ["CN=alice", None]
+    finally:
+        await server.stop()
+
+
+async def test_client_hangup_mid_stream_reaches_the_handler(pki: Pki) -> None:
+    outcome: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    async def handler(req: Request, resp: Response) -> None:
+        await resp.start(200, [("Content-Type", "text/plain")])
+        try:
+            while True:
+                await resp.write(b"x" * 65536)
+                await asyncio.sleep(0.01)
+        except ConnectionError:
+            outcome.set_result("disconnected")
+            raise
+
+    server = Http1Server(handler, ssl_context=pki.server_context())
+    port = await server.start()
+    try:
+        reader, writer = await _raw(
+            port, pki.client_context(), b"GET /logs HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+        assert await asyncio.wait_for(outcome, 10) == "disconnected"
+    finally:
+        await server.stop()
