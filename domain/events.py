@@ -95,10 +95,19 @@ class UserAccessRevoked(_UserEvent, frozen=True, kw_only=True):
     reason: str = ""
 
 
-class PasswordSet(_UserEvent, frozen=True, kw_only=True):
-    """A local user's password hash (argon2id, PHC string); the password itself never."""
+class PasswordSet(Event, frozen=True, kw_only=True):
+    """A local user's password hash (argon2id, PHC string); the password itself never.
 
+    Its own family (`credential`), so relays and other least-privileged readers of the control
+    stream can follow users without ever receiving a hash.
+    """
+
+    FAMILY: ClassVar[str] = "credential"
+    user: str
     password_hash: str
+
+    def key(self) -> tuple[str, str]:
+        return ("credential", self.user)
 
 
 class IdpGroupsSynced(_UserEvent, frozen=True, kw_only=True):
