@@ -43,6 +43,9 @@ from broker.transport_stream import LiveStream, StreamBase
 
 log = logging.getLogger("kubegate.broker.transport_endpoint")
 
+_DROP_WARNING_EVERY = 10.0
+"""Seconds between warnings about dropped frames of one reason (each is still counted)."""
+
 _RECENTLY_CLOSED = 4096
 """Ids of ended streams remembered so their in-flight frames are dropped quietly."""
 
@@ -70,6 +73,7 @@ class Endpoint:
         self._recently_closed: OrderedDict[str, None] = OrderedDict()
         self._sub: Subscription | None = None
         self._liveness: asyncio.Task[None] | None = None
+        self._last_drop_warning: dict[str, float] = {}
         self._started = False
         self._closed = False
 
@@ -186,17 +190,24 @@ class Endpoint:
         try:
             frame = frames.decode_frame(msg.data, self.config.max_frame_bytes)
         except FrameTooLargeError as exc:
-            self.m.rejected("oversize")
-            log.warning("oversize frame dropped", extra={"subject": msg.subject, "size": exc.size})
+            self._drop("oversize", subject=msg.subject, size=exc.size)
             return None
         except MalformedFrameError as exc:
-            self.m.rejected("malformed")
-            log.warning(
-                "malformed frame dropped", extra={"subject": msg.subject, "detail": exc.detail}
-            )
+            self._drop("malformed", subject=msg.subject, detail=exc.detail)
             return None
         self.m.frame("in", frames.frame_type(frame), len(msg.data))
         return frame
+
+    def _drop(self, reason: str, **fields: object) -> None:
+        """Count a rejected frame; log it, but at warning level only once per interval and
+        reason, so a flood of junk cannot flood the log too."""
+        self.m.rejected(reason)
+        now = time.monotonic()
+        if now - self._last_drop_warning.get(reason, -_DROP_WARNING_EVERY) >= _DROP_WARNING_EVERY:
+            self._last_drop_warning[reason] = now
+            log.warning("frame dropped: %s", reason, extra={"peer": self.peer_id, **fields})
+        else:
+            log.debug("frame dropped: %s", reason, extra={"peer": self.peer_id, **fields})
 
     async def _on_peer_msg(self, msg: Msg) -> None:
         """The subscription callback: never raises, never waits on a stream's consumer."""
@@ -209,19 +220,15 @@ class Endpoint:
                 if isinstance(frame, frames.Heartbeat):
                     await self._on_heartbeat(frame)
                 else:
-                    self.m.rejected("protocol")
+                    self._drop("protocol", subject=msg.subject, type=frames.frame_type(frame))
                 return
             stream = self._streams.get(tail)
             if stream is None:
                 if tail not in self._recently_closed:
-                    self.m.rejected("unknown_stream")
+                    self._drop("unknown_stream", subject=msg.subject)
                 return
             if not isinstance(frame, self.accepts):
-                self.m.rejected("protocol")
-                log.warning(
-                    "frame of the wrong direction dropped",
-                    extra={"stream": tail, "type": frames.frame_type(frame)},
-                )
+                self._drop("protocol", stream=tail, type=frames.frame_type(frame))
                 return
             try:
                 stream._receive(frame)

@@ -10,6 +10,7 @@ import random
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import msgspec
 import nats
@@ -41,6 +42,7 @@ from broker.transport import (
 
 FAST = TransportConfig(heartbeat_interval=0.2, dead_after=1.0, window=256 * 1024)
 MiB = 1024 * 1024
+T = TypeVar("T")
 
 
 async def eventually(check: Callable[[], bool], what: str, within: float = 20.0) -> None:
@@ -51,6 +53,14 @@ async def eventually(check: Callable[[], bool], what: str, within: float = 20.0)
         if loop.time() > deadline:
             pytest.fail(f"never happened: {what}")
         await asyncio.sleep(0.02)
+
+
+async def guarded(awaitable: Awaitable[T]) -> T:
+    """Await with a generous hang guard: a bug shows as a failure, not a stuck run."""
+    try:
+        return await asyncio.wait_for(awaitable, timeout=60)
+    except TimeoutError:
+        pytest.fail("hung: the stream never reported its outcome")
 
 
 def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
@@ -413,7 +423,7 @@ async def test_cancel_propagates_to_the_relay_handler(rig: Rig) -> None:
     assert await stream.read() == b"event\n"
     await stream.cancel("client went away")
     with pytest.raises(StreamCancelledError) as local:
-        await stream.read()
+        await guarded(stream.read())
     assert not local.value.by_peer
     await eventually(lambda: stream.id in parked.cancelled, "the relay handler is cancelled")
     failure = parked.cancelled[stream.id].failure
@@ -467,7 +477,7 @@ async def test_relay_shutdown_aborts_its_streams(rig: Rig) -> None:
     await relay.close()
     assert stream.id in parked.cancelled
     with pytest.raises(StreamAbortedError) as err:
-        await stream.read()
+        await guarded(stream.read())
     assert err.value.by_peer
 
 
@@ -482,7 +492,7 @@ async def test_relay_killed_mid_stream_fails_the_edge_stream(rig: Rig) -> None:
     assert await stream.read() == b"event\n"
     await relay_nc.close()  # the replica dies: no goodbye frame, no more heartbeats
     with pytest.raises(PeerLostError) as err:
-        await asyncio.wait_for(stream.read(), timeout=30)  # a hang guard, not a timing check
+        await guarded(stream.read())
     assert err.value.peer == relay.relay_id
     assert not edge.live_streams()
 
@@ -594,7 +604,7 @@ async def test_sequence_gap_is_a_stream_error_at_both_ends(rig: Rig) -> None:
         subjects.stream_subject(edge.peer_id, stream.id), frames.encode_frame(skipped)
     )
     with pytest.raises(StreamProtocolError) as err:
-        await stream.read()
+        await guarded(stream.read())
     assert "sequence gap" in err.value.detail
     await eventually(lambda: stream.id in parked.cancelled, "the relay learns and stops")
 
@@ -610,7 +620,7 @@ async def test_lost_tail_frames_are_detected_by_heartbeat(rig: Rig) -> None:
     claim = frames.Heartbeat(peer=relay.relay_id, streams=[(stream.id, 50)])
     await raw.publish(subjects.peer_heartbeat_subject(edge.peer_id), frames.encode_frame(claim))
     with pytest.raises(StreamProtocolError) as err:
-        await stream.read()
+        await guarded(stream.read())
     assert "frames lost" in err.value.detail
 
 
@@ -625,5 +635,5 @@ async def test_credit_overrun_is_a_stream_error(rig: Rig) -> None:
     flood = frames.ResponseChunk(seq=stream._in_seq + 1, data=b"x" * (FAST.window + 1))
     await raw.publish(subjects.stream_subject(edge.peer_id, stream.id), frames.encode_frame(flood))
     with pytest.raises(StreamProtocolError) as err:
-        await stream.read()
+        await guarded(stream.read())
     assert "credit overrun" in err.value.detail
