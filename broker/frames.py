@@ -79,6 +79,7 @@ class Open(_Frame, tag="open", kw_only=True):
     groups: Annotated[list[ShortText], Meta(max_length=1024)] = []
     request_id: ShortText = ""
     credit: Credit  # response bytes the relay may send before the edge grants more
+    end: bool = False  # no request body follows (HTTP/2's END_STREAM on HEADERS): saves an End
     version: Annotated[int, Meta(ge=1)] = PROTOCOL_VERSION
 
 

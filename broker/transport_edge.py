@@ -157,9 +157,12 @@ class EdgeClient(Endpoint):
         headers: Iterable[tuple[str, str]] = (),
         groups: Iterable[str] = (),
         request_id: str = "",
+        has_body: bool = True,
         timeout: float | None = None,  # noqa: ASYNC109 - bounds the NATS request/reply
     ) -> ClientStream:
-        """Open a stream to one relay replica of `cluster` for one HTTP request."""
+        """Open a stream to one relay replica of `cluster` for one HTTP request.
+
+        `has_body=False` (a GET, a watch) closes the request direction in the Open itself."""
         if self._closed or not self._started:
             raise TransportClosedError("the edge client is not running")
         timeout = self.config.open_timeout if timeout is None else timeout
@@ -175,9 +178,11 @@ class EdgeClient(Endpoint):
             groups=list(groups),
             request_id=request_id,
             credit=self.config.window,
+            end=not has_body,
         )
         data = frames.encode_frame(open_frame, self.config.max_frame_bytes, validate=True)
         stream = ClientStream(self, open_frame, self.config.window)
+        stream._send_closed = open_frame.end
         self._register(stream)  # before the request: frames may overtake the Accept
         try:
             answer = await self._request_open(cluster, data, timeout)

@@ -63,6 +63,7 @@ class ServerStream(StreamBase):
             window=server.config.window,
         )
         self._head_sent = False
+        self._recv_ended = open_frame.end
         self._task: asyncio.Task[None] | None = None
 
     @property

@@ -200,6 +200,8 @@ class StreamBase:
 
     async def _send_end(self) -> None:
         async with self._send_lock:
+            if self._send_closed and self._failure is None:
+                return  # already half-closed (or opened without a body): nothing to do
             self._check_can_send()
             await self._emit(lambda seq: frames.End(seq=seq))
             self._send_closed = True

@@ -197,6 +197,29 @@ async def test_small_request_carries_every_open_field(rig: Rig) -> None:
         await stream.send(b"late")
 
 
+async def test_request_without_body_needs_no_end_frame(rig: Rig) -> None:
+    bodies: list[bytes] = []
+
+    async def handler(stream: ServerStream) -> None:
+        bodies.append(b"".join([c async for c in stream.request_body()]))
+        await stream.send_head(200)
+        await stream.send(b"[]")
+        await stream.end()
+
+    await rig.relay(handler)
+    edge, _ = await rig.edge()
+    stream = await rig.open(edge, has_body=False)
+    await stream.end_send()  # harmless: already half-closed
+    with pytest.raises(StreamClosedError):
+        await stream.send(b"a body after all")
+    assert await read_all(stream) == b"[]"
+    assert bodies == [b""]
+    ends = sample(
+        rig.registry, "kubegate_transport_frames_total", role="edge", direction="out", type="end"
+    )
+    assert ends == 0
+
+
 async def test_20mb_echo_streams_both_ways_intact(rig: Rig) -> None:
     await rig.relay(echo)
     edge, _ = await rig.edge()
