@@ -193,6 +193,7 @@ class EdgeClient(Endpoint):
             stream._finish()
             raise OpenRejectedError(cluster, answer.code, answer.message)
         stream._accepted(answer.relay, answer.credit)
+        self.m.streams_opened.inc()
         failure = stream.failure
         if isinstance(failure, StreamProtocolError):  # broken before the Accept arrived
             await stream._notify_peer(frames.ErrorCode.PROTOCOL, failure.detail)

@@ -46,7 +46,7 @@ log = logging.getLogger("kubegate.broker.transport_endpoint")
 _DROP_WARNING_EVERY = 10.0
 """Seconds between warnings about dropped frames of one reason (each is still counted)."""
 
-_RECENTLY_CLOSED = 4096
+_RECENTLY_CLOSED = 16384
 """Ids of ended streams remembered so their in-flight frames are dropped quietly."""
 
 
@@ -158,7 +158,6 @@ class Endpoint:
     def _register(self, stream: StreamBase) -> None:
         self._streams[stream.id] = stream
         self.m.streams_open.inc()
-        self.m.streams_opened.inc()
 
     def _unregister(self, stream: StreamBase) -> None:
         if self._streams.pop(stream.id, None) is None:

@@ -260,6 +260,7 @@ class RelayServer(Endpoint):
         except TransportClosedError:
             stream._finish()
             return
+        self.m.streams_opened.inc()
         task = asyncio.create_task(self._run(stream), name=f"kubegate-relay-stream-{stream.id}")
         stream._task = task
         self._tasks.add(task)

@@ -284,6 +284,38 @@ async def test_tunnel_after_101_carries_bytes_both_ways(rig: Rig) -> None:
     assert await read_all(stream) == b"bye"
 
 
+async def test_metrics_account_for_every_stream_and_frame(rig: Rig) -> None:
+    await rig.relay(echo)
+    edge, _ = await rig.edge()
+    for size in [0, 10, 300_000, 2 * MiB]:
+        stream = await rig.open(edge, method="PUT")
+        sender = asyncio.create_task(send_all(stream, os.urandom(size)))
+        assert len(await read_all(stream)) == size
+        await sender
+
+    def count(name: str, **labels: str) -> float:
+        return sample(rig.registry, f"kubegate_transport_{name}", **labels)
+
+    def frames_of(role: str, direction: str, kind: str) -> float:
+        return count("frames_total", role=role, direction=direction, type=kind)
+
+    def balanced() -> bool:
+        return all(
+            frames_of(sender, "out", kind) == frames_of(receiver, "in", kind) > 0
+            for sender, receiver, kinds in [
+                ("edge", "relay", ["open", "req", "end", "window"]),
+                ("relay", "edge", ["accept", "head", "resp", "end", "window"]),
+            ]
+            for kind in kinds
+        )
+
+    await eventually(balanced, "every frame sent was received and counted once")
+    for role in ["edge", "relay"]:
+        assert count("streams_opened_total", role=role) == 4
+        assert count("streams_open", role=role) == 0
+        assert count("bytes_total", role=role, direction="in") > 2 * MiB + 300_000
+
+
 # -- flow control ----------------------------------------------------------------------------
 
 
