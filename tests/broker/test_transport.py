@@ -552,6 +552,39 @@ async def test_relay_killed_mid_stream_fails_the_edge_stream(rig: Rig) -> None:
     assert not edge.live_streams()
 
 
+async def test_sender_starved_of_credit_learns_the_relay_died(rig: Rig) -> None:
+    async def deaf(stream: ServerStream) -> None:
+        await stream.send_head(200)
+        await asyncio.Event().wait()  # never reads the body, so credit runs out
+
+    _, relay_nc = await rig.relay(deaf)
+    edge, _ = await rig.edge()
+    stream = await rig.open(edge, method="POST")
+    await eventually(lambda: stream._head is not None, "the head arrived")
+    upload = asyncio.create_task(stream.send(b"x" * (10 * MiB)))
+    await eventually(
+        lambda: sample(rig.registry, "kubegate_transport_credit_stalls_total", role="edge") >= 1,
+        "the upload waits for credit",
+    )
+    await relay_nc.close()
+    with pytest.raises(PeerLostError):
+        await guarded(upload)
+
+
+async def test_edge_shutdown_cancels_relay_handlers(rig: Rig) -> None:
+    parked = Parked()
+    relay, _ = await rig.relay(parked)
+    edge, _ = await rig.edge()
+    streams = [await rig.open(edge) for _ in range(3)]
+    await edge.close("edge draining")
+    await eventually(lambda: len(parked.cancelled) == 3, "every handler is cancelled")
+    assert {p.cancel_reason for p in parked.cancelled.values()} == {"edge draining"}
+    for s in streams:
+        with pytest.raises(StreamAbortedError):
+            await s.read()
+    assert not relay.live_streams()
+
+
 async def test_edge_gone_cancels_the_relay_handler(rig: Rig) -> None:
     parked = Parked()
     relay, _ = await rig.relay(parked)
