@@ -18,8 +18,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import AsyncIterator, Iterable
 
 import nats.errors
 
@@ -73,10 +72,10 @@ class ClientStream(StreamBase):
         """The next response chunk, or None when the response is complete."""
         return await self._read()
 
-    def __aiter__(self) -> Any:
+    def __aiter__(self) -> AsyncIterator[bytes]:
         return self._body()
 
-    async def _body(self) -> Any:
+    async def _body(self) -> AsyncIterator[bytes]:
         while (chunk := await self._read()) is not None:
             yield chunk
 

@@ -22,8 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import nats.errors
 from nats.aio.client import Client as NatsClient
@@ -82,11 +81,11 @@ class ServerStream(StreamBase):
             return None
         return f.reason if isinstance(f, StreamCancelledError) else str(f)
 
-    def request_body(self) -> Any:
+    def request_body(self) -> AsyncIterator[bytes]:
         """Async iterator over request-body (or tunnel upstream) chunks, until the edge ends."""
         return self._body()
 
-    async def _body(self) -> Any:
+    async def _body(self) -> AsyncIterator[bytes]:
         while (chunk := await self._read()) is not None:
             yield chunk
 
