@@ -9,6 +9,7 @@ Layout:
   kg.act.<family>.<id>          activity events (stream KG_ACTIVITY): kubectl requests, recordings
   kg.req.<cluster>              request frames, edge -> relay (queue group `relay.<cluster>`)
   kg.s.<peer>.<stream>          frames for one open stream, addressed to the peer that holds it
+  kg.s.<peer>.%HB               per-peer heartbeats (`%HB` is a token `token()` never produces)
   kg.live.relay.<cluster>       relay liveness (core NATS, not persisted)
 """
 
@@ -76,6 +77,22 @@ def stream_subject(peer: str, stream_id: str) -> str:
 def peer_wildcard(peer: str) -> str:
     """Everything addressed to one peer: it subscribes once and demultiplexes by stream id."""
     return f"kg.s.{token(peer)}.*"
+
+
+HEARTBEAT_TOKEN = "%HB"
+"""Last token of heartbeat subjects: `token()` always follows `%` with two hex digits, so no
+escaped id can collide with it, and it is covered by `peer_wildcard` (one subscription keeps
+heartbeats ordered after the frames they vouch for)."""
+
+
+def peer_heartbeat_subject(peer: str) -> str:
+    """Where heartbeats for `peer` go: one message per interval per peer pair, not per stream."""
+    return f"kg.s.{token(peer)}.{HEARTBEAT_TOKEN}"
+
+
+def last_token(subject: str) -> str:
+    """The final token of a subject (a stream id or `HEARTBEAT_TOKEN` under `peer_wildcard`)."""
+    return subject.rpartition(".")[2]
 
 
 def relay_liveness_subject(cluster: str) -> str:

@@ -1,0 +1,320 @@
+"""One end of a stream: sequence numbers, credit windows, the receive buffer and termination.
+
+Shared by the edge's `ClientStream` and the relay's `ServerStream`, which add the frames of their
+direction. Invariants kept here:
+
+- Frames on the stream subject carry `seq` 1, 2, 3... per direction; a receiver that sees any
+  other number fails the stream (NATS core may drop, never reorders one publisher's messages).
+- A sender never has more than the granted credit of data in flight; the receiver buffers at most
+  `window` bytes per stream and grants more only as its consumer reads. A slow consumer therefore
+  stalls its own stream's sender and nothing else.
+- A stream ends exactly once: normally (`_finish`) or with a `StreamError` (`_fail`); every
+  waiter (reader, credit-starved sender, head waiter) wakes up and sees the outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from broker import frames, subjects
+from broker.errors import (
+    StreamClosedError,
+    StreamError,
+    StreamProtocolError,
+    TransportClosedError,
+)
+
+if TYPE_CHECKING:
+    from broker.transport_endpoint import Endpoint
+
+
+@dataclass(frozen=True)
+class LiveStream:
+    """A snapshot of one open stream, for listings (who is watching what) and revocation."""
+
+    stream_id: str
+    user: str
+    groups: tuple[str, ...]
+    cluster: str
+    method: str
+    path: str
+    request_id: str
+    peer: str | None  # the other side's peer id (None while an edge waits for Accept)
+    opened_at: float  # wall-clock seconds
+    bytes_sent: int
+    bytes_received: int
+
+
+class StreamBase:
+    """State of one stream at one end; subclasses handle their direction's frames."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        open_frame: frames.Open,
+        *,
+        remote_peer: str | None,
+        send_credit: int,
+        window: int,
+    ) -> None:
+        self._ep = endpoint
+        self.open = open_frame
+        self.id = open_frame.stream
+        self.opened_at = time.time()
+        self.last_heard = time.monotonic()
+        self.remote_peer: str | None = None
+        self._subject = ""
+        if remote_peer is not None:
+            self._set_remote(remote_peer)
+        # sending
+        self._out_seq = 0
+        self._credit = send_credit
+        self._credit_changed = asyncio.Event()
+        self._send_lock = asyncio.Lock()
+        self._send_closed = False
+        self.bytes_sent = 0
+        # receiving
+        self._in_seq = 0
+        self._window = window
+        self._granted = window
+        self._received = 0
+        self._consumed = 0
+        self._chunks: deque[bytes] = deque()
+        self._readable = asyncio.Event()
+        self._recv_ended = False
+        self.bytes_received = 0
+        # termination
+        self._closed = False
+        self._failure: StreamError | None = None
+        self._terminated = asyncio.Event()
+
+    # -- public state ------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """The stream ended (normally or not); nothing more can be sent."""
+        return self._closed
+
+    @property
+    def failure(self) -> StreamError | None:
+        """Why the stream failed (cancelled, aborted, peer lost, ...), or None."""
+        return self._failure
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Received bytes not yet read; never more than the window."""
+        return self._received - self._consumed
+
+    async def wait_closed(self) -> StreamError | None:
+        """Wait until the stream ends; returns its failure, if any."""
+        await self._terminated.wait()
+        return self._failure
+
+    def snapshot(self) -> LiveStream:
+        o = self.open
+        return LiveStream(
+            stream_id=self.id,
+            user=o.user,
+            groups=tuple(o.groups),
+            cluster=o.cluster,
+            method=o.method,
+            path=o.path,
+            request_id=o.request_id,
+            peer=self.remote_peer,
+            opened_at=self.opened_at,
+            bytes_sent=self.bytes_sent,
+            bytes_received=self.bytes_received,
+        )
+
+    # -- hooks for subclasses ----------------------------------------------------------------
+
+    def _handle(self, frame: frames.Frame) -> None:
+        """Apply one in-sequence frame; raise `StreamProtocolError` if it breaks the protocol."""
+        raise NotImplementedError
+
+    def _terminal_frame(self, seq: int, code: str, message: str) -> frames.Frame:
+        """The frame that tells the other side this stream failed here."""
+        raise NotImplementedError
+
+    def _on_failed(self, failure: StreamError) -> None:
+        """Called once when the stream fails (the relay cancels its handler here)."""
+
+    # -- sending -----------------------------------------------------------------------------
+
+    def _set_remote(self, peer: str) -> None:
+        self.remote_peer = peer
+        self._subject = subjects.stream_subject(peer, self.id)
+
+    def _check_can_send(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+        if self._closed:
+            raise StreamClosedError(self.id, "the stream has finished")
+        if self._send_closed:
+            raise StreamClosedError(self.id, "this direction was already ended")
+
+    async def _emit(self, make: Callable[[int], frames.Frame], *, force: bool = False) -> None:
+        """Number and publish one frame. Numbering and handing the bytes to the NATS client
+        happen without a suspension point in between, so seq order is wire order."""
+        if self._closed and not force:
+            raise self._failure or StreamClosedError(self.id, "the stream has finished")
+        self._out_seq += 1
+        try:
+            frame = make(self._out_seq)
+            data = frames.encode_frame(frame, self._ep.config.max_frame_bytes)
+        except BaseException:
+            self._out_seq -= 1  # nothing reached NATS: give the number back
+            raise
+        try:
+            await self._ep._send_raw(self._subject, data, frames.frame_type(frame))
+        except TransportClosedError as exc:
+            failure = StreamClosedError(self.id, f"NATS connection lost: {exc}")
+            self._fail(failure, "transport")
+            raise failure from exc
+
+    async def _send_data(self, data: bytes | bytearray | memoryview, chunk: type) -> None:
+        """Send `data` in chunks of at most `chunk_size`, each within the granted credit."""
+        view = memoryview(data).cast("B")
+        if not view:
+            self._check_can_send()
+            return
+        chunk_size = self._ep.config.chunk_size
+        async with self._send_lock:
+            while view:
+                self._check_can_send()
+                while self._credit <= 0:
+                    self._ep.m.credit_stalls.inc()
+                    self._credit_changed.clear()
+                    await self._credit_changed.wait()
+                    self._check_can_send()
+                n = min(len(view), self._credit, chunk_size)
+                piece, view = view[:n], view[n:]
+                self._credit -= n
+                await self._emit(lambda seq, piece=piece: chunk(seq=seq, data=piece))
+                self.bytes_sent += n
+
+    async def _send_end(self) -> None:
+        async with self._send_lock:
+            if self._send_closed and self._failure is None:
+                return  # already half-closed (or opened without a body): nothing to do
+            self._check_can_send()
+            await self._emit(lambda seq: frames.End(seq=seq))
+            self._send_closed = True
+
+    # -- receiving ---------------------------------------------------------------------------
+
+    def _receive(self, frame: frames.Frame) -> None:
+        """One frame from the subscription, in arrival order; checks the sequence first."""
+        seq = frame.seq  # type: ignore[union-attr]
+        expected = self._in_seq + 1
+        if seq != expected:
+            raise StreamProtocolError(
+                self.id, f"sequence gap: expected frame {expected}, got {seq} (frames lost)"
+            )
+        self._in_seq = seq
+        self.last_heard = time.monotonic()
+        self._handle(frame)
+
+    def _on_window(self, credit: int) -> None:
+        self._credit += credit
+        self._credit_changed.set()
+
+    def _on_data(self, data: bytes) -> None:
+        if self._recv_ended:
+            raise StreamProtocolError(self.id, "data after end")
+        n = len(data)
+        if self._received + n > self._granted:
+            raise StreamProtocolError(
+                self.id, f"credit overrun: {self._received + n} bytes sent, {self._granted} granted"
+            )
+        self._received += n
+        self.bytes_received += n
+        if n:
+            self._chunks.append(data)
+            self._readable.set()
+
+    def _on_end(self) -> None:
+        if self._recv_ended:
+            raise StreamProtocolError(self.id, "end received twice")
+        self._recv_ended = True
+        self._readable.set()
+
+    async def _read(self) -> bytes | None:
+        """The next received chunk; None once the peer ended its direction."""
+        while True:
+            if self._failure is not None:
+                raise self._failure
+            if self._chunks:
+                chunk = self._chunks.popleft()
+                self._consumed += len(chunk)
+                await self._maybe_grant()
+                return chunk
+            if self._recv_ended:
+                return None
+            if self._closed:
+                raise StreamClosedError(self.id, "the stream has finished")
+            self._readable.clear()
+            await self._readable.wait()
+
+    async def _maybe_grant(self) -> None:
+        """Top the peer's credit back up to a full window once half of it was read."""
+        if self._closed or self._recv_ended or self.remote_peer is None:
+            return
+        outstanding = self._granted - self._consumed
+        if outstanding > self._window // 2:
+            return
+        grant = self._consumed + self._window - self._granted
+        self._granted += grant
+        try:
+            await self._emit(lambda seq: frames.Window(seq=seq, credit=grant))
+        except StreamError:
+            pass  # the stream failed meanwhile; the next read reports it
+
+    # -- termination -------------------------------------------------------------------------
+
+    def _wake_all(self) -> None:
+        self._readable.set()
+        self._credit_changed.set()
+        self._terminated.set()
+
+    def _finish(self) -> None:
+        """End normally: both sides are done with the stream."""
+        if self._closed:
+            return
+        self._closed = True
+        self._ep._unregister(self)
+        self._wake_all()
+
+    def _fail(self, failure: StreamError, reason: str) -> bool:
+        """End with `failure`; False if the stream had already ended."""
+        if self._closed:
+            return False
+        self._closed = True
+        self._failure = failure
+        self._ep._unregister(self)
+        self._ep.m.cancelled(reason)
+        self._wake_all()
+        self._on_failed(failure)
+        return True
+
+    async def _abandon(self, failure: StreamError, reason: str, code: str, message: str) -> bool:
+        """Fail here and tell the other side (best effort); False if already ended."""
+        if not self._fail(failure, reason):
+            return False
+        await self._notify_peer(code, message)
+        return True
+
+    async def _notify_peer(self, code: str, message: str) -> None:
+        """Send the terminal frame, best effort: if it is lost, the peer's liveness check ends
+        the stream there."""
+        if self.remote_peer is None:
+            return
+        try:
+            await self._emit(lambda seq: self._terminal_frame(seq, code, message), force=True)
+        except (StreamError, TransportClosedError):
+            pass

@@ -1,0 +1,106 @@
+"""The frame codec: every frame round-trips; anything else is a typed error, never a crash."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from broker import frames, subjects
+from broker.errors import FrameError, FrameTooLargeError, MalformedFrameError
+
+SAMPLES: list[frames.Frame] = [
+    frames.Open(
+        stream="0a1b2c",
+        peer="edge-1",
+        cluster="prod.eu",
+        method="GET",
+        path="/api/v1/namespaces/default/pods",
+        query="watch=1&resourceVersion=10",
+        headers=[("Accept", "application/json"), ("Accept", "application/yaml")],
+        user="alice@example.com",
+        groups=["dev", "ops"],
+        request_id="r-1",
+        credit=512 * 1024,
+    ),
+    frames.Accept(relay="relay-a", credit=65536),
+    frames.Head(seq=1, status=101, headers=[("Upgrade", "websocket")]),
+    frames.RequestChunk(seq=3, data=b"\x00\xff" * 100),
+    frames.ResponseChunk(seq=4, data=b""),
+    frames.End(seq=5),
+    frames.Error(seq=6, code=frames.ErrorCode.UPSTREAM, message="connection refused"),
+    frames.Cancel(seq=7, reason="revoked"),
+    frames.Window(seq=8, credit=1),
+    frames.Heartbeat(peer="relay-a", streams=[("0a1b2c", 9), ("ff", 0)]),
+]
+
+
+@pytest.mark.parametrize("frame", SAMPLES, ids=frames.frame_type)
+def test_round_trip(frame: frames.Frame) -> None:
+    data = frames.encode_frame(frame, validate=True)
+    assert frames.decode_frame(data) == frame
+
+
+def test_oversize_rejected_before_parsing_and_before_sending() -> None:
+    big = frames.ResponseChunk(seq=1, data=b"x" * 2000)
+    with pytest.raises(FrameTooLargeError) as sent:
+        frames.encode_frame(big, max_bytes=1000)
+    assert sent.value.frame_type == "resp" and sent.value.limit == 1000
+    data = frames.encode_frame(big)
+    with pytest.raises(FrameTooLargeError) as received:
+        frames.decode_frame(data, max_bytes=1000)
+    assert received.value.size == len(data)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"not msgpack at all",
+        msgspec.msgpack.encode({"t": "nope", "seq": 1}),
+        msgspec.msgpack.encode({"t": "end"}),  # missing seq
+        msgspec.msgpack.encode({"t": "end", "seq": -1}),
+        msgspec.msgpack.encode({"t": "head", "seq": 1, "status": 700}),
+        msgspec.msgpack.encode({"t": "resp", "seq": 1, "data": "text, not bytes"}),
+        msgspec.msgpack.encode({"t": "window", "seq": 1, "credit": 0}),
+        msgspec.msgpack.encode({"t": "hb", "peer": "p", "streams": [["bad.id", 1]]}),
+        msgspec.msgpack.encode([1, 2, 3]),
+    ],
+)
+def test_malformed_is_a_typed_error(raw: bytes) -> None:
+    with pytest.raises(MalformedFrameError):
+        frames.decode_frame(raw)
+
+
+def test_open_is_validated_before_it_leaves() -> None:
+    bad = frames.Open(
+        stream="not a subject token",
+        peer="e",
+        cluster="c",
+        method="GET",
+        path="/",
+        user="u",
+        credit=1,
+    )
+    with pytest.raises(MalformedFrameError):
+        frames.encode_frame(bad, validate=True)
+
+
+def test_unknown_fields_from_a_newer_peer_are_ignored() -> None:
+    raw = msgspec.msgpack.encode({"t": "end", "seq": 4, "future_field": [1, 2]})
+    assert frames.decode_frame(raw) == frames.End(seq=4)
+
+
+@given(st.binary(max_size=512))
+def test_arbitrary_bytes_never_crash(raw: bytes) -> None:
+    try:
+        frames.decode_frame(raw, max_bytes=256)
+    except FrameError:
+        pass
+
+
+@given(st.text(max_size=40))
+def test_no_id_collides_with_the_heartbeat_token(value: str) -> None:
+    assert subjects.token(value) != subjects.HEARTBEAT_TOKEN
+    assert subjects.last_token(subjects.stream_subject("edge", value)) == subjects.token(value)
