@@ -23,14 +23,15 @@ log past its end switches to an ordered push consumer.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import nats.errors
 from nats.aio.client import Client
@@ -38,6 +39,7 @@ from nats.aio.msg import Msg
 from nats.js import api as jsapi
 
 from broker.errors import (
+    BrokerError,
     BrokerTimeoutError,
     ConcurrencyError,
     DuplicateInBatchError,
@@ -63,6 +65,7 @@ _BATCH_COMMIT = H.BATCH_COMMIT.value
 _CONFLICT = ConcurrencyError.ERR_CODE
 _DUPLICATE_IN_BATCH = DuplicateInBatchError.ERR_CODE
 _TRAILING_NUMBER = re.compile(r"(\d+)\s*$")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,14 +107,23 @@ class Log:
     """One JetStream stream as an append-only log of byte messages.
 
     Takes a connected client; `timeout` bounds every request (a `BrokerTimeoutError` after it).
+    Appends whose messages all carry an id are retried through transient failures (a stream
+    leader election answers "no responders" for a few seconds) for up to `retry_window`.
     """
 
     def __init__(
-        self, nc: Client, stream: str, *, timeout: float = 5.0, api_prefix: str = "$JS.API"
+        self,
+        nc: Client,
+        stream: str,
+        *,
+        timeout: float = 5.0,
+        retry_window: float = 15.0,
+        api_prefix: str = "$JS.API",
     ) -> None:
         self._nc = nc
         self.stream = stream
         self.timeout = timeout
+        self.retry_window = retry_window
         self._api = api_prefix
         self._direct_subject = f"{api_prefix}.DIRECT.GET.{stream}"
 
@@ -130,6 +142,12 @@ class Log:
         return await self.append_message(Outgoing(subject, data, msg_id, expect_last_seq, headers))
 
     async def append_message(self, message: Outgoing) -> Appended:
+        """Store one message, retrying through a leader election if it has an id."""
+        return await self._retrying(
+            lambda: self._append_once(message), idempotent=message.msg_id is not None
+        )
+
+    async def _append_once(self, message: Outgoing) -> Appended:
         reply = await self._request(message.subject, message.data, self._headers(message))
         ack = _decode_ack(reply, message.subject)
         error = ack.get("error")
@@ -156,6 +174,12 @@ class Log:
             return []
         if len(messages) == 1:
             return [await self.append_message(messages[0])]
+        return await self._retrying(
+            lambda: self._append_batch_once(messages),
+            idempotent=all(m.msg_id is not None for m in messages),
+        )
+
+    async def _append_batch_once(self, messages: Sequence[Outgoing]) -> list[Appended]:
         batch_id = uuid.uuid4().hex
         last = len(messages)
         reply: Msg | None = None
@@ -190,6 +214,39 @@ class Log:
             if err_code == _CONFLICT:
                 raise await self._conflict_of(messages, error)
         raise from_jetstream(error)
+
+    async def _retrying(self, attempt: Callable[[], Awaitable[T]], *, idempotent: bool) -> T:
+        """Run `attempt`, retrying transient failures (no answer; no responder while a stream
+        elects a leader) for up to `retry_window` seconds when a retry cannot store twice."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.retry_window
+        pause = 0.05
+        while True:
+            try:
+                return await attempt()
+            except (BrokerTimeoutError, NoStreamError) as exc:
+                if not idempotent or loop.time() + pause > deadline:
+                    raise
+                if isinstance(exc, NoStreamError) and not await self._takes(exc.subject):
+                    raise
+                log.info(
+                    "append retried",
+                    extra={"stream": self.stream, "error": type(exc).__name__},
+                )
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.5)
+
+    async def _takes(self, subject: str) -> bool:
+        """Whether this stream exists and takes `subject` (so "no responders" is transient);
+        True when JetStream cannot tell right now."""
+        try:
+            info = await self._api_request(f"{self._api}.STREAM.INFO.{self.stream}", b"")
+        except StreamNotFoundError:
+            return False
+        except BrokerError:
+            return True
+        patterns = info.get("config", {}).get("subjects") or []
+        return any(subject_matches(p, subject) for p in patterns)
 
     # --- reads --------------------------------------------------------------------------------
 
@@ -461,6 +518,17 @@ def _trailing_number(error: Mapping[str, Any]) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def subject_matches(pattern: str, subject: str) -> bool:
+    """NATS subject matching: `*` is one token, a final `>` one or more."""
+    want, have = pattern.split("."), subject.split(".")
+    for i, token in enumerate(want):
+        if token == ">":
+            return len(have) > i
+        if i >= len(have) or (token != "*" and token != have[i]):
+            return False
+    return len(want) == len(have)
+
+
 def parse_time(text: str) -> datetime:
     """A NATS timestamp (RFC 3339 with nanoseconds) as an aware datetime (microseconds)."""
     if not text:
@@ -486,4 +554,5 @@ __all__ = [
     "Outgoing",
     "StoredMessage",
     "parse_time",
+    "subject_matches",
 ]

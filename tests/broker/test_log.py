@@ -17,7 +17,7 @@ from broker.errors import (
     InvalidBatchError,
     NoStreamError,
 )
-from broker.log import MAX_BATCH, Log, Outgoing
+from broker.log import MAX_BATCH, Log, Outgoing, subject_matches
 from tests.broker.conftest import ScratchStream, make_stream
 
 
@@ -231,3 +231,23 @@ def test_conflict_checks_match_a_model(nats_url: str, ops: list[tuple[str, objec
             await client.close()
 
     asyncio.run(run())
+
+
+async def test_an_id_does_not_make_a_foreign_subject_wait(log: Log) -> None:
+    with pytest.raises(NoStreamError):
+        await log.append(f"nowhere.{uuid.uuid4().hex}", b"x", msg_id="id-1")
+
+
+@pytest.mark.parametrize(
+    ("pattern", "subject", "matches"),
+    [
+        ("kg.evt.>", "kg.evt.user.alice", True),
+        ("kg.evt.>", "kg.evt", False),
+        ("kg.*.user", "kg.evt.user", True),
+        ("kg.*.user", "kg.evt.group", False),
+        ("kg.evt", "kg.evt", True),
+        ("kg.evt", "kg.evt.x", False),
+    ],
+)
+def test_subject_matching(pattern: str, subject: str, matches: bool) -> None:
+    assert subject_matches(pattern, subject) is matches
