@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from eventsourcing import persistence as es
+
 from domain.errors import KubegateError
 
 
@@ -103,6 +105,20 @@ class StreamNotFoundError(JetStreamError):
 
 class BridgeError(BrokerError):
     """The sync-to-async bridge cannot run a call (closed, or called from its own loop)."""
+
+
+class EventConflictError(BrokerError, es.IntegrityError):
+    """eventsourcing's `IntegrityError` from the JetStream recorders: that aggregate version or
+    tracking position is already recorded (or a version within one insert repeats)."""
+
+
+class EventLogUnavailableError(BrokerError, es.OperationalError):
+    """eventsourcing's `OperationalError`: the log did not answer (NATS down, timeout)."""
+
+
+class EventLogDataError(BrokerError, es.DataError):
+    """eventsourcing's `DataError`: an insert the log cannot store (more than one atomic
+    batch holds, a stream that refuses atomic batches)."""
 
 
 _BY_CODE: dict[int, type[JetStreamError]] = {
