@@ -54,6 +54,7 @@ class ActivityPublisher:
         self._idle = asyncio.Event()
         self._idle.set()
         self._sub: Subscription | None = None
+        self._starting = asyncio.Lock()
         self._prefix = ""
         self._counter = 0
         self._closed = False
@@ -144,8 +145,11 @@ class ActivityPublisher:
                 self._sub = None
 
     async def _start(self) -> None:
-        self._prefix = self._nc.new_inbox()
-        self._sub = await self._nc.subscribe(f"{self._prefix}.*", cb=self._on_ack)
+        async with self._starting:  # concurrent first publishes share one ack subscription
+            if self._sub is None:
+                prefix = self._nc.new_inbox()
+                self._sub = await self._nc.subscribe(f"{prefix}.*", cb=self._on_ack)
+                self._prefix = prefix
 
     async def _take_slot(self) -> bool:
         if not self._slots.locked():

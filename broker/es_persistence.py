@@ -506,9 +506,8 @@ class JetStreamSubscription(es.ListenNotifySubscription[JetStreamApplicationReco
         gt: int | None = None,
         topics: Sequence[str] = (),
     ) -> None:
-        self._notifier: Any = None
         self._bridge = recorder.connection.bridge
-        self._notifier = recorder.connection.call(self._watch, recorder)
+        self._notifier: Any = recorder.connection.call(self._watch, recorder)
         super().__init__(recorder=recorder, gt=gt, topics=topics)
         self._has_been_notified.set()  # covers anything stored before the puller started
 

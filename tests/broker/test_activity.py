@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime
 
@@ -80,3 +81,14 @@ async def test_a_full_window_drops_and_lost_acks_fail(tmp_path) -> None:
     finally:
         await nc.close()
         server.stop()
+
+
+async def test_concurrent_first_publishes_share_one_ack_inbox(nc: Client) -> None:
+    await streams.ensure_streams(nc.jetstream())
+    publisher = ActivityPublisher(nc)
+    cluster = f"c-{uuid.uuid4().hex[:8]}"
+    sent = await asyncio.gather(*(publisher.publish(requested(cluster, n)) for n in range(50)))
+    assert all(sent)
+    await publisher.flush()
+    assert (publisher.published, publisher.failed) == (50, 0)
+    await publisher.close()
