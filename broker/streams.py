@@ -87,12 +87,17 @@ def _differences(
 async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
     """Create both streams if missing; raise `StreamMismatchError` if one exists differently."""
     for spec in ALL:
-        want = stream_config(spec, replicas)
-        try:
-            info = await js.stream_info(spec.name)
-        except NotFoundError:
-            await js.add_stream(want)
-            continue
-        diffs = _differences(info.config, want)
-        if diffs:
-            raise StreamMismatchError(spec.name, diffs)
+        await ensure_stream(js, spec, replicas)
+
+
+async def ensure_stream(js: JetStreamContext, spec: StreamSpec, replicas: int = 1) -> None:
+    """Create one stream with the log's settings if missing, or check the existing one."""
+    want = stream_config(spec, replicas)
+    try:
+        info = await js.stream_info(spec.name)
+    except NotFoundError:
+        await js.add_stream(want)
+        return
+    diffs = _differences(info.config, want)
+    if diffs:
+        raise StreamMismatchError(spec.name, diffs)

@@ -11,9 +11,22 @@ Layout:
   kg.s.<peer>.<stream>          frames for one open stream, addressed to the peer that holds it
   kg.s.<peer>.%HB               per-peer heartbeats (`%HB` is a token `token()` never produces)
   kg.live.relay.<cluster>       relay liveness (core NATS, not persisted)
+
+The eventsourcing persistence module (broker.es_persistence) stores under a prefix P (`kg.evt`
+for the control plane), so that an aggregate id `family:id` lands on the same subject as the
+catalog's `event_subject`:
+  P.<family>.<id>               events of aggregate "family:id"  (exactly two tokens after P)
+  P.%id.<id>                    events of a string id without a family
+  P.%uuid.<hex>                 events of a UUID id
+  P.%es.<purpose>.<2 tokens>    other aggregate recorders (snapshots): four tokens after P
+  P.%es.tracking.<application>  tracking positions: three tokens after P
+`token()` never yields `%` followed by a non-hex letter, so `%id`, `%uuid` and `%es` cannot
+collide with an escaped id, and the depth tells events (`P.*.*`) from the rest.
 """
 
 from __future__ import annotations
+
+from uuid import UUID
 
 CONTROL_STREAM = "KG_CONTROL"
 ACTIVITY_STREAM = "KG_ACTIVITY"
@@ -97,3 +110,37 @@ def last_token(subject: str) -> str:
 
 def relay_liveness_subject(cluster: str) -> str:
     return f"kg.live.relay.{token(cluster)}"
+
+
+ES_PLAIN = "%id"
+ES_UUID = "%uuid"
+ES_META = "%es"
+
+
+def es_event_subject(prefix: str, originator_id: str | UUID) -> str:
+    """Subject of one eventsourcing aggregate's events; `family:id` gives `prefix.family.id`."""
+    return f"{prefix}.{_es_tokens(originator_id)}"
+
+
+def es_purpose_subject(prefix: str, purpose: str, originator_id: str | UUID) -> str:
+    """Subject of an aggregate's records for another purpose (`snapshots`)."""
+    return f"{prefix}.{ES_META}.{token(purpose)}.{_es_tokens(originator_id)}"
+
+
+def es_tracking_subject(prefix: str, application: str) -> str:
+    """Subject of one upstream application's tracking positions."""
+    return f"{prefix}.{ES_META}.tracking.{token(application)}"
+
+
+def es_events_filter(prefix: str) -> str:
+    """Matches every event subject under `prefix`, and nothing of snapshots or tracking."""
+    return f"{prefix}.*.*"
+
+
+def _es_tokens(originator_id: str | UUID) -> str:
+    if isinstance(originator_id, UUID):
+        return f"{ES_UUID}.{originator_id.hex}"
+    family, sep, rest = originator_id.partition(":")
+    if not sep:
+        return f"{ES_PLAIN}.{token(originator_id)}"
+    return f"{token(family)}.{token(rest)}"

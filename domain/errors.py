@@ -29,3 +29,18 @@ class NotFoundError(CommandRejectedError):
 
 class AlreadyExistsError(CommandRejectedError):
     """A command creates something that already exists."""
+
+
+class InvalidCommandError(CommandRejectedError):
+    """A command whose arguments break a rule on their own (bad name, empty window, unknown
+    role), whatever the state."""
+
+
+class ConcurrentUpdateError(DomainError):
+    """A command kept losing optimistic-concurrency races (others changed the same aggregates
+    between its read and its write) and gave up after `attempts` tries; nothing was stored."""
+
+    def __init__(self, command_id: str, attempts: int) -> None:
+        super().__init__(f"command {command_id!r} lost {attempts} concurrent-update races")
+        self.command_id = command_id
+        self.attempts = attempts

@@ -1,13 +1,18 @@
-"""Shared fixtures: a real nats-server per test session (per xdist worker) on free ports."""
+"""Shared fixtures: a real nats-server per test session (per xdist worker) on free ports, and a
+3-node JetStream cluster for fault tests."""
 
 from __future__ import annotations
 
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from broker.server import EmbeddedNats
+from broker.server import EmbeddedNats, start_cluster
 
 
 @pytest.fixture(scope="session")
@@ -22,3 +27,58 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNa
 @pytest.fixture(scope="session")
 def nats_url(nats_server: EmbeddedNats) -> str:
     return nats_server.url
+
+
+def jetstream_healthy(node: EmbeddedNats) -> bool:
+    """The node's monitoring endpoint says JetStream is up (meta leader known, streams current)."""
+    url = f"http://{node.host}:{node.http_port}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=1) as answer:
+            return answer.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def wait_healthy(nodes: list[EmbeddedNats], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not all(n.running and jetstream_healthy(n) for n in nodes):
+        if time.monotonic() > deadline:
+            states = {n.server_name: jetstream_healthy(n) for n in nodes}
+            raise AssertionError(f"JetStream cluster not healthy in {timeout}s: {states}")
+        time.sleep(0.2)
+
+
+@dataclass
+class NatsCluster:
+    """Three routed nats-servers forming one JetStream cluster (R3 streams possible)."""
+
+    nodes: list[EmbeddedNats]
+
+    @property
+    def url(self) -> str:
+        """Every node's client URL, comma-separated (what `broker.connection.connect` takes)."""
+        return ",".join(n.url for n in self.nodes)
+
+    def node(self, server_name: str) -> EmbeddedNats:
+        return next(n for n in self.nodes if n.server_name == server_name)
+
+    def restart(self, node: EmbeddedNats) -> None:
+        """Bring a killed or stopped node back (same ports and store) and wait for health."""
+        if not node.running:
+            node.start()
+        wait_healthy(self.nodes)
+
+
+@pytest.fixture(scope="session")
+def nats_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
+    """A 3-node JetStream cluster for fault tests (`@pytest.mark.cluster`).
+
+    A test that kills a node restarts it (`cluster.restart(node)`) before it ends.
+    """
+    nodes = start_cluster(Path(tmp_path_factory.mktemp("cluster")), size=3)
+    try:
+        wait_healthy(nodes)
+        yield NatsCluster(nodes)
+    finally:
+        for node in nodes:
+            node.stop()

@@ -1,0 +1,1 @@
+"""Benchmarks: async functions that measure and return numbers (the CLI prints them as JSON)."""

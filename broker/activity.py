@@ -1,0 +1,200 @@
+"""Publishing kubectl activity events on the hot path, without waiting for acknowledgements.
+
+An edge records every kubectl request. Waiting for JetStream's ack on each would add a round
+trip to every request, so `ActivityPublisher.publish` sends the event and returns; the ack
+arrives later on a shared inbox and is only counted. At most `window` events are unacknowledged
+at a time: when the window is full, `publish` waits up to `stall` seconds for a slot and then
+gives up on that event (counted as dropped, `False` returned) rather than hold the request.
+An ack that does not come within `ack_timeout` counts as a failure. Each event's id is its
+`Nats-Msg-Id`, so re-publishing an event the server already has stores it once.
+
+Counters are exposed through prometheus_client in the registry passed in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from broker import subjects
+from broker.errors import BrokerError, BrokerTimeoutError
+from domain import codec, events
+
+log = logging.getLogger("kubegate.broker.activity")
+
+
+class NotActivityError(BrokerError):
+    """A control event handed to the activity publisher (control events need checked appends)."""
+
+
+class ActivityPublisher:
+    """Asynchronous, bounded publishing of activity events. One per connection and service."""
+
+    def __init__(
+        self,
+        nc: Client,
+        *,
+        window: int = 4096,
+        ack_timeout: float = 5.0,
+        stall: float = 0.05,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self._nc = nc
+        self.window = window
+        self.ack_timeout = ack_timeout
+        self.stall = stall
+        self._slots = asyncio.Semaphore(window)
+        self._pending: dict[str, asyncio.TimerHandle] = {}
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._sub: Subscription | None = None
+        self._starting = asyncio.Lock()
+        self._prefix = ""
+        self._counter = 0
+        self._closed = False
+        self.published = 0
+        self.failed = 0
+        self.dropped = 0
+        registry = registry if registry is not None else CollectorRegistry()
+        self._m_published = Counter(
+            "kubegate_activity_published",
+            "Activity events stored by JetStream (acknowledged)",
+            registry=registry,
+        )
+        self._m_failed = Counter(
+            "kubegate_activity_failed",
+            "Activity events JetStream refused or did not acknowledge in time",
+            ["reason"],
+            registry=registry,
+        )
+        self._m_dropped = Counter(
+            "kubegate_activity_dropped",
+            "Activity events not sent because the in-flight window stayed full",
+            registry=registry,
+        )
+        self._m_in_flight = Gauge(
+            "kubegate_activity_in_flight",
+            "Activity events sent and not yet acknowledged",
+            registry=registry,
+        )
+        self._m_in_flight.set_function(lambda: len(self._pending))
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    async def publish(self, event: events.Event) -> bool:
+        """Send `event`; True once it is on its way, False if it was dropped (window full) or
+        could not be sent (counted either way)."""
+        if self._closed:
+            raise BrokerError("activity publisher is closed")
+        if event.STREAM != "activity":
+            raise NotActivityError(f"{type(event).__name__} belongs to the control stream")
+        if self._sub is None:
+            await self._start()
+        if not await self._take_slot():
+            self.dropped += 1
+            self._m_dropped.inc()
+            return False
+        self._counter += 1
+        token = str(self._counter)
+        loop = asyncio.get_running_loop()
+        self._pending[token] = loop.call_later(self.ack_timeout, self._expire, token)
+        self._idle.clear()
+        try:
+            await self._nc.publish(
+                subjects.event_subject(event.STREAM, *event.key()),
+                codec.encode(event),
+                reply=f"{self._prefix}.{token}",
+                headers={
+                    "Nats-Msg-Id": event.id,
+                    "Nats-Expected-Stream": subjects.ACTIVITY_STREAM,
+                },
+            )
+        except Exception as exc:  # a closed or overfull connection: count it, do not raise
+            self._settle(token, failure="send")
+            log.warning("activity publish failed", extra={"error": repr(exc)})
+            return False
+        return True
+
+    async def flush(self, within: float = 10.0) -> None:
+        """Wait until every sent event is acknowledged or has failed (at most `within` s)."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), within)
+        except TimeoutError as exc:
+            raise BrokerTimeoutError("flush activity events", within) from exc
+
+    async def close(self, within: float = 10.0) -> None:
+        """Flush, then stop listening for acks; later acks are not counted."""
+        if self._closed:
+            return
+        try:
+            await self.flush(within)
+        finally:
+            self._closed = True
+            for token in list(self._pending):
+                self._settle(token, failure="closed")
+            if self._sub is not None:
+                await self._sub.unsubscribe()
+                self._sub = None
+
+    async def _start(self) -> None:
+        async with self._starting:  # concurrent first publishes share one ack subscription
+            if self._sub is None:
+                prefix = self._nc.new_inbox()
+                self._sub = await self._nc.subscribe(f"{prefix}.*", cb=self._on_ack)
+                self._prefix = prefix
+
+    async def _take_slot(self) -> bool:
+        if not self._slots.locked():
+            await self._slots.acquire()
+            return True
+        if self.stall <= 0:
+            return False
+        try:
+            await asyncio.wait_for(self._slots.acquire(), self.stall)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _on_ack(self, msg: Msg) -> None:
+        token = msg.subject.rsplit(".", 1)[-1]
+        if token not in self._pending:
+            return  # expired already
+        failure = None
+        if msg.headers and msg.headers.get("Status") == "503":
+            failure = "no-stream"
+        else:
+            try:
+                answer = json.loads(msg.data)
+            except ValueError:
+                answer = {"error": {"description": "unreadable ack"}}
+            if "error" in answer:
+                failure = "rejected"
+                log.warning("activity event rejected", extra={"error": answer["error"]})
+        self._settle(token, failure=failure)
+
+    def _expire(self, token: str) -> None:
+        if token in self._pending:
+            self._settle(token, failure="timeout")
+
+    def _settle(self, token: str, *, failure: str | None) -> None:
+        handle = self._pending.pop(token, None)
+        if handle is None:
+            return
+        handle.cancel()
+        self._slots.release()
+        if failure is None:
+            self.published += 1
+            self._m_published.inc()
+        else:
+            self.failed += 1
+            self._m_failed.labels(reason=failure).inc()
+        if not self._pending:
+            self._idle.set()

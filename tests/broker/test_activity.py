@@ -1,0 +1,94 @@
+"""The activity publisher: fire-and-forget with a bounded window, every outcome counted."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from nats.aio.client import Client
+from prometheus_client import CollectorRegistry
+
+from broker import streams
+from broker.activity import ActivityPublisher, NotActivityError
+from broker.connection import connect
+from broker.server import EmbeddedNats
+from broker.store import EventStore
+from domain import events
+
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+def requested(cluster: str, n: int) -> events.KubectlRequested:
+    return events.KubectlRequested(
+        id=f"{cluster}-{n}",
+        time=NOW,
+        actor="alice",
+        request_id=f"r{n}",
+        user="alice",
+        cluster=cluster,
+        verb="get",
+        resource="pods",
+    )
+
+
+async def test_publishes_everything_and_counts_it(nc: Client) -> None:
+    await streams.ensure_streams(nc.jetstream())
+    registry = CollectorRegistry()
+    publisher = ActivityPublisher(nc, window=64, registry=registry)
+    cluster = f"c-{uuid.uuid4().hex[:8]}"
+    start = await EventStore(nc).latest_seq("activity") + 1
+    for n in range(300):
+        assert await publisher.publish(requested(cluster, n))
+    assert await publisher.publish(requested(cluster, 0))  # a re-sent event is stored once
+    await publisher.flush()
+    assert (publisher.published, publisher.failed, publisher.dropped) == (301, 0, 0)
+    assert registry.get_sample_value("kubegate_activity_published_total") == 301
+    stored = [
+        r.event.id
+        async for r in EventStore(nc).read("activity", start)
+        if r.subject == f"kg.act.kubectl.{cluster}"
+    ]
+    assert stored == [f"{cluster}-{n}" for n in range(300)]
+    await publisher.close()
+
+
+async def test_control_events_are_refused(nc: Client) -> None:
+    publisher = ActivityPublisher(nc)
+    disabled = events.UserDisabled(id="e", time=NOW, actor="a", user="u")
+    with pytest.raises(NotActivityError):
+        await publisher.publish(disabled)
+
+
+async def test_a_full_window_drops_and_lost_acks_fail(tmp_path) -> None:
+    server = EmbeddedNats(data_dir=tmp_path / "n").start()
+    nc = await connect(server.url, name="t")
+    try:
+        await streams.ensure_streams(nc.jetstream())
+        registry = CollectorRegistry()
+        publisher = ActivityPublisher(nc, window=2, stall=0.01, ack_timeout=0.5, registry=registry)
+        server.kill()  # nothing will be acknowledged now
+        results = [await publisher.publish(requested("c", n)) for n in range(3)]
+        assert results == [True, True, False]
+        await publisher.flush()
+        assert (publisher.published, publisher.failed, publisher.dropped) == (0, 2, 1)
+        assert (
+            registry.get_sample_value("kubegate_activity_failed_total", {"reason": "timeout"}) == 2
+        )
+        assert registry.get_sample_value("kubegate_activity_dropped_total") == 1
+        assert publisher.in_flight == 0
+    finally:
+        await nc.close()
+        server.stop()
+
+
+async def test_concurrent_first_publishes_share_one_ack_inbox(nc: Client) -> None:
+    await streams.ensure_streams(nc.jetstream())
+    publisher = ActivityPublisher(nc)
+    cluster = f"c-{uuid.uuid4().hex[:8]}"
+    sent = await asyncio.gather(*(publisher.publish(requested(cluster, n)) for n in range(50)))
+    assert all(sent)
+    await publisher.flush()
+    assert (publisher.published, publisher.failed) == (50, 0)
+    await publisher.close()
