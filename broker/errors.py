@@ -23,6 +23,7 @@ class NatsUnavailableError(BrokerError):
     def __init__(self, url: str, detail: str = "") -> None:
         super().__init__(f"cannot reach NATS at {url}" + (f": {detail}" if detail else ""))
         self.url = url
+        self.detail = detail
 
 
 # --- frames and the edge <-> relay transport (broker/frames.py, broker/transport*.py) ---
@@ -140,7 +141,6 @@ class StreamProtocolError(StreamError):
 
 class StreamStateError(StreamError):
     """A call that does not fit the stream's state (bytes before the head, a second head)."""
-        self.detail = detail
 
 
 class BrokerTimeoutError(BrokerError, TimeoutError):
