@@ -153,7 +153,6 @@ class User(ControlAggregate):
         events.UserDisabled,
         events.UserEnabled,
         events.UserAccessRevoked,
-        events.PasswordSet,
         events.IdpGroupsSynced,
     )
 
@@ -167,7 +166,6 @@ class User(ControlAggregate):
         self.enabled = True
         self.revoked = False
         self.revoked_at: datetime | None = None
-        self.password_hash = ""
         self.idp_groups: dict[str, tuple[str, ...]] = {}
 
     def apply_fact(self, fact: events.Event) -> None:
@@ -186,10 +184,24 @@ class User(ControlAggregate):
             case events.UserAccessRevoked():
                 self.revoked = True
                 self.revoked_at = fact.time
-            case events.PasswordSet():
-                self.password_hash = fact.password_hash
             case events.IdpGroupsSynced():
                 self.idp_groups[fact.issuer] = fact.groups
+
+
+class Credential(ControlAggregate):
+    """A local user's password hash, apart from the user so hashes stay in their own subjects."""
+
+    FAMILY = "credential"
+    FACTS = (events.PasswordSet,)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.password_hash = ""
+
+    def apply_fact(self, fact: events.Event) -> None:
+        match fact:
+            case events.PasswordSet():
+                self.password_hash = fact.password_hash
 
 
 class Group(ControlAggregate):

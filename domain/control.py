@@ -43,6 +43,7 @@ from domain.aggregates import (
     Cluster,
     ConsoleSession,
     ControlAggregate,
+    Credential,
     Grant,
     Group,
     Switch,
@@ -258,7 +259,8 @@ class ControlPlane(Application[str]):
             found = c.require(User, user)
             if found.source != "local":
                 raise InvalidCommandError(f"user {user!r} signs in through {found.source}")
-            if found.password_hash != password_hash:
+            credential = c.get(Credential, user)
+            if credential is None or credential.password_hash != password_hash:
                 c.record(events.PasswordSet, user=user, password_hash=password_hash)
 
         return self._run(command_id, actor, decide)

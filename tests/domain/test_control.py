@@ -17,7 +17,7 @@ import pytest
 
 from broker.store import EventStore
 from domain import codec, events
-from domain.aggregates import BreakGlass, Grant, Group, Switch, User
+from domain.aggregates import BreakGlass, Credential, Grant, Group, Switch, User
 from domain.control import CommandResult, ControlPlane
 from domain.errors import (
     AlreadyExistsError,
@@ -126,6 +126,7 @@ def test_user_lifecycle(plane: ControlPlane) -> None:
     assert not plane.find(User, user).revoked
     assert plane.set_password_hash(user, HASH, **cmd()).changed
     assert not plane.set_password_hash(user, HASH, **cmd()).changed
+    assert plane.find(Credential, user).password_hash == HASH
     with pytest.raises(InvalidCommandError):
         plane.set_password_hash(user, "plaintext", **cmd())
     oidc = uid("dora")
@@ -373,11 +374,11 @@ def test_a_lost_race_is_retried_and_nothing_is_lost(js_plane: ControlPlane, nats
     js_plane.register_user(user, **cmd())
     race(
         nats_url,
-        lambda p: p.set_password_hash(user, HASH, **cmd()),
+        lambda p: p.revoke_user_access(user, **cmd()),
         lambda p: p.disable_user(user, **cmd()),
     )
     found = js_plane.find(User, user)
-    assert found.password_hash == HASH and not found.enabled and found.version == 3
+    assert found.revoked and not found.enabled and found.version == 3
     assert len(logged(js_plane, "user", user)) == 3
 
 
