@@ -41,7 +41,7 @@ log = logging.getLogger("kubegate.ops.sim.api")
 Obj = dict[str, Any]
 STREAM_SUBRESOURCES = ("log", "exec", "attach", "portforward")
 JSON = "application/json"
-BODY_TYPES = (JSON, "application/yaml", "*/*")
+BODY_TYPES = (JSON, "application/yaml", "*/*", "application/vnd.kubernetes.protobuf")
 
 
 def _json(

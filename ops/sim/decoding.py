@@ -29,6 +29,10 @@ JSON_TYPES = {
 def parse(raw: bytes, content_type: str) -> Any:
     """Parse a JSON or YAML body; malformed input is a 400 BadRequest."""
     text_type = content_type.split(";")[0].strip().lower()
+    if text_type == "application/vnd.kubernetes.protobuf":
+        from ops.sim import protobuf
+
+        return protobuf.decode(raw)
     if "yaml" in text_type:
         try:
             docs = [d for d in yaml.safe_load_all(raw.decode("utf-8"))]
