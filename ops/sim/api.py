@@ -719,5 +719,9 @@ class ApiHandler:
 
 def make_app(handler: Callable[[web.Request], Any]) -> web.Application:
     app = web.Application(client_max_size=decoding.MAX_BODY + 1024 * 1024)
-    app.router.add_route("*", "/{tail:.*}", handler)
+
+    async def serve(request: web.Request) -> web.StreamResponse:
+        return await handler(request)
+
+    app.router.add_route("*", "/{tail:.*}", serve)
     return app

@@ -179,7 +179,7 @@ def value_at(obj: Any, path: Path) -> Any:
 
 def remove_paths(obj: Obj, paths: set[Path]) -> Obj:
     result = copy.deepcopy(obj)
-    for path in sorted(paths, key=len, reverse=True):
+    for path in sorted(paths, key=len):  # parents first: items go whole
         _remove(result, path)
     return result
 
@@ -408,10 +408,11 @@ def apply(
     others: set[Path] = set()
     for _, paths in managed.others(manager, "Apply", subresource):
         others |= paths
+    leaves = {q for q in config_set if q[-1][:2] not in ("k:", "v:")}
     stale = {
         p
         for p in previous - config_set - others
-        if not any(p[: len(q)] == q for q in config_set if len(q) < len(p))
+        if not any(p[: len(q)] == q for q in leaves if len(q) < len(p))
     }
     result = remove_paths(live, stale) if stale else copy.deepcopy(live)
     node = root(definition)
