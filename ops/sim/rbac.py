@@ -247,3 +247,58 @@ class Authorizer:
                 if rule_allows(rule, attrs):
                     return True
         return False
+
+
+RBAC_GROUP = "rbac.authorization.k8s.io"
+
+
+def _rule_text(rule: Rule) -> str:
+    parts = []
+    for key, label in (
+        ("apiGroups", "APIGroups"),
+        ("resources", "Resources"),
+        ("resourceNames", "ResourceNames"),
+        ("nonResourceURLs", "NonResourceURLs"),
+        ("verbs", "Verbs"),
+    ):
+        if rule.get(key):
+            parts.append(f"{label}:[" + " ".join(f'"{v}"' for v in rule[key]) + "]")
+    return "{" + ", ".join(parts) + "}"
+
+
+def escalation_check(authorizer: Authorizer) -> Any:
+    """An admission check refusing roles and bindings that grant more than the writer holds,
+    unless the writer may `escalate` (roles) or `bind` (the referenced role), as RBAC does."""
+    from ops.sim import status
+
+    def check(rt: Any, obj: dict[str, Any], old: dict[str, Any] | None, ctx: Any) -> None:
+        if rt.group != RBAC_GROUP or MASTERS in ctx.user.groups:
+            return
+        namespace = obj["metadata"].get("namespace", "")
+        name = obj["metadata"].get("name", "")
+        if rt.plural in ("roles", "clusterroles"):
+            rules = list(obj.get("rules") or [])
+            may = Attributes(ctx.user, "escalate", True, namespace, RBAC_GROUP, rt.plural, "", name)
+        elif rt.plural in ("rolebindings", "clusterrolebindings"):
+            ref = obj.get("roleRef") or {}
+            rules = authorizer._role_rules(ref.get("kind", ""), ref.get("name", ""), namespace)
+            plural = "clusterroles" if ref.get("kind") == "ClusterRole" else "roles"
+            may = Attributes(
+                ctx.user, "bind", True, namespace, RBAC_GROUP, plural, "", ref.get("name", "")
+            )
+        else:
+            return
+        if authorizer.authorize(may)[0]:
+            return
+        missing = authorizer.covers(ctx.user, namespace, rules)
+        if not missing:
+            return
+        groups = " ".join(f'"{g}"' for g in ctx.user.groups)
+        raise status.forbidden(
+            rt.qualified,
+            name,
+            f'user "{ctx.user.username}" (groups=[{groups}]) is attempting to grant RBAC '
+            "permissions not currently held:\n" + "\n".join(_rule_text(r) for r in missing),
+        )
+
+    return check

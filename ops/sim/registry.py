@@ -12,6 +12,7 @@ import base64
 import binascii
 import copy
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,6 +98,8 @@ class Registry:
         self.strategies: dict[str, Strategy] = strategies()
         self._default = Strategy()
         self.namespace_type = catalog.by_plural("", "v1", "namespaces")
+        # admission checks run after validation: (resource, object, old object, context)
+        self.admission: list[Callable[[ResourceType, Obj, Obj | None, WriteContext], None]] = []
 
     def strategy(self, rt: ResourceType) -> Strategy:
         return self.strategies.get(rt.key, self._default)
@@ -282,6 +285,8 @@ class Registry:
         strategy = self.strategy(rt)
         strategy.defaults(obj)
         self._validate(rt, obj, None)
+        for check in self.admission:
+            check(rt, obj, None, ctx)
         name = meta["name"]
         self._check_namespace(rt, namespace, name)
         if self.find(rt, namespace, name) is not None:
@@ -388,6 +393,8 @@ class Registry:
             strategy.defaults(new)
             strategy.on_update(new, old)
         self._validate(rt, new, old)
+        for check in self.admission:
+            check(rt, new, old, ctx)
         meta = new["metadata"]
         if old["metadata"].get("deletionTimestamp"):
             added = set(meta.get("finalizers") or []) - set(old["metadata"].get("finalizers") or [])

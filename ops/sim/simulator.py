@@ -26,7 +26,7 @@ from ops.sim import api, bootstrap, kubeconfig, naming, pki
 from ops.sim.authn import AUTHENTICATED, Authenticator, TokenIssuer, UserInfo
 from ops.sim.controllers import NODE, Controllers
 from ops.sim.errors import SimConfigError
-from ops.sim.rbac import Authorizer
+from ops.sim.rbac import Authorizer, escalation_check
 from ops.sim.registry import NAMESPACES, Registry, WriteContext
 from ops.sim.resources import Catalog
 from ops.sim.store import Store
@@ -65,6 +65,7 @@ class Simulator:
         self.store = Store(history_limit=history_limit)
         self.registry = Registry(self.store, self.catalog)
         self.authorizer = Authorizer(self.store)
+        self.registry.admission.append(escalation_check(self.authorizer))
         self.stopping = asyncio.Event()
         self.runtime: Any = None
         self._stream_handle: Any = None

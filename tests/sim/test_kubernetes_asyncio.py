@@ -138,3 +138,59 @@ async def test_token_request_authenticates_until_account_is_deleted(
         with pytest.raises(ApiException) as revoked:
             await bot.list_namespaced_config_map(ns_name)
         assert revoked.value.status == 401
+
+
+async def test_rbac_escalation_is_refused_unless_bind_is_granted(
+    sim: Simulator, ns_name: str, tmp_path
+) -> None:
+    async with await api_client(str(sim.kubeconfig_path)) as api:
+        core = client.CoreV1Api(api)
+        rbac = client.RbacAuthorizationV1Api(api)
+        await core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns_name)))
+        await core.create_namespaced_service_account(
+            ns_name, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="granter"))
+        )
+        await rbac.create_namespaced_role_binding(
+            ns_name,
+            client.V1RoleBinding(
+                metadata=client.V1ObjectMeta(name="granter-admin"),
+                role_ref=client.V1RoleRef(
+                    api_group="rbac.authorization.k8s.io", kind="ClusterRole", name="admin"
+                ),
+                subjects=[
+                    client.RbacV1Subject(kind="ServiceAccount", name="granter", namespace=ns_name)
+                ],
+            ),
+        )
+        token = (
+            await core.create_namespaced_service_account_token(
+                "granter",
+                ns_name,
+                client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[])),
+            )
+        ).status.token
+    path = sim.write_kubeconfig(tmp_path / "granter.kubeconfig", "granter", token=token)
+
+    def binding(name: str, role: str) -> client.V1RoleBinding:
+        return client.V1RoleBinding(
+            metadata=client.V1ObjectMeta(name=name),
+            role_ref=client.V1RoleRef(
+                api_group="rbac.authorization.k8s.io", kind="ClusterRole", name=role
+            ),
+            subjects=[
+                client.RbacV1Subject(
+                    kind="User", name="someone", api_group="rbac.authorization.k8s.io"
+                )
+            ],
+        )
+
+    async with await api_client(str(path)) as granter_api:
+        granter = client.RbacAuthorizationV1Api(granter_api)
+        made = await granter.create_namespaced_role_binding(ns_name, binding("ok", "view"))
+        assert made.metadata.name == "ok"  # admin holds everything view grants in the namespace
+        with pytest.raises(ApiException) as escalation:
+            await granter.create_namespaced_role_binding(
+                ns_name, binding("too-much", "cluster-admin")
+            )
+        assert escalation.value.status == 403
+        assert "is attempting to grant RBAC permissions not currently held" in escalation.value.body
