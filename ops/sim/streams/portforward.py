@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -128,7 +129,8 @@ class Forwarder:
                 asyncio.open_connection(host, target_port), CONNECT_TIMEOUT
             )
         except (OSError, TimeoutError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "i/o timeout"
+            errno = exc.errno if isinstance(exc, OSError) else None
+            reason = os.strerror(errno) if errno else "i/o timeout"
             message = (
                 f"error forwarding port {port} to pod {self.pod.uid or self.pod.name}, uid : "
                 f'failed to connect to {host}:{target_port} inside namespace "{self.pod.name}", '

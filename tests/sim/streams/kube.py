@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import fcntl
 import ipaddress
 import json
 import os
 import socket
 import ssl
+import struct
+import termios
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -374,3 +377,59 @@ async def read_until(stream: asyncio.StreamReader, needle: bytes, seconds: float
             raise AssertionError(f"stream ended before {needle!r}; got {seen!r}")
         seen += chunk
     return seen
+
+
+class PtyDriver:
+    """Runs a program on a pseudo-terminal of a given size, as a person at a terminal would."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, master: int) -> None:
+        self.proc = proc
+        self.master = master
+        self.output = b""
+
+    @classmethod
+    async def start(cls, argv: list[str], env: dict[str, str], rows: int, cols: int) -> PtyDriver:
+        master, slave = os.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True
+            )
+        finally:
+            os.close(slave)
+        os.set_blocking(master, False)
+        return cls(proc, master)
+
+    def send(self, data: bytes) -> None:
+        os.write(self.master, data)
+
+    async def expect(self, needle: bytes, seconds: float = 30.0) -> bytes:
+        """Read until `needle` is in the output; returns all output so far."""
+        loop = asyncio.get_running_loop()
+        deadline = time.monotonic() + seconds
+        while needle not in self.output:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{needle!r} never came; got {self.output!r}")
+            ready = loop.create_future()
+            loop.add_reader(self.master, ready.set_result, None)
+            try:
+                await asyncio.wait_for(ready, max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                continue
+            finally:
+                loop.remove_reader(self.master)
+            try:
+                self.output += os.read(self.master, 65536)
+            except BlockingIOError:
+                continue
+            except OSError as exc:  # EIO: the program closed the terminal
+                raise AssertionError(
+                    f"terminal closed before {needle!r}; got {self.output!r}"
+                ) from exc
+        return self.output
+
+    async def wait(self, seconds: float = 30.0) -> int:
+        try:
+            return await asyncio.wait_for(self.proc.wait(), seconds)
+        finally:
+            os.close(self.master)
