@@ -222,3 +222,20 @@ def test_auth_can_i_with_view_only_token(
         json.loads(who)["status"]["userInfo"]["username"]
         == f"system:serviceaccount:{ns_name}:reader"
     )
+
+
+def test_exec_and_logs_are_routed_to_the_pod_runtime(
+    kubectl: Kubectl, sim: object, ns_name: str
+) -> None:
+    if getattr(sim, "runtime", None) is None:
+        pytest.skip("this build has no pod runtime (ops.sim.runtime)")
+    kubectl("create", "namespace", ns_name)
+    kubectl("-n", ns_name, "run", "box", "--image=busybox")
+    kubectl("-n", ns_name, "wait", "--for=condition=Ready", "pod/box", "--timeout=30s")
+    result = kubectl.run(
+        "-n", ns_name, "exec", "box", "--", "sh", "-c", "echo routed; exit 4", check=False
+    )
+    assert result.stdout.strip() == "routed" and result.returncode == 4
+    assert kubectl.run("-n", ns_name, "logs", "box", check=False).returncode == 0
+    missing = kubectl.run("-n", ns_name, "exec", "nobox", "--", "true", check=False)
+    assert 'pods "nobox" not found' in missing.stderr
