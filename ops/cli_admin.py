@@ -1,0 +1,398 @@
+"""Admin commands of the CLI: they call the admin API of a running kubegate (see ops.config).
+
+Each command prints one line on success (or the data asked for) and, on failure, one line on
+stderr with a non-zero exit: 1 for a refusal, 2 for usage, 3 when kubegate is unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from domain.errors import KubegateError
+from ops.client import AdminClient, ApiCallError
+from ops.config import AdminConfig, ConfigError, resolve
+
+_DURATION = re.compile(r"(\d+)([smhdw])")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> int:
+    """Seconds in `90s`, `30m`, `2h`, `1h30m`, `7d`; a bare number is seconds."""
+    text = text.strip()
+    if text.isdigit():
+        return int(text)
+    pos, total = 0, 0
+    for m in _DURATION.finditer(text):
+        if m.start() != pos:
+            break
+        total += int(m.group(1)) * _UNITS[m.group(2)]
+        pos = m.end()
+    if pos != len(text) or total <= 0:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (try 30m, 2h, 1h30m, 7d)")
+    return total
+
+
+def parse_time(text: str) -> str:
+    try:
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from exc
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"give a time zone (e.g. {text}Z)")
+    return moment.isoformat()
+
+
+def parse_label(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"labels are key=value, not {text!r}")
+    return key, value
+
+
+def _client(args: argparse.Namespace) -> AdminClient:
+    return AdminClient(AdminConfig.load(resolve(args.config, args.data_dir)))
+
+
+def _done(result: dict[str, Any], what: str) -> int:
+    if result.get("duplicate"):
+        print(f"{what} (already done)")
+    elif result.get("changed", True):
+        print(what)
+    else:
+        print(f"{what} (no change)")
+    return 0
+
+
+# --- commands -----------------------------------------------------------------------------
+
+
+def cmd_user_add(args: argparse.Namespace) -> int:
+    result = _client(args).post(
+        "/v1/users",
+        {
+            "name": args.name,
+            "groups": args.group or [],
+            "display_name": args.display_name or "",
+            "email": args.email or "",
+        },
+    )
+    groups = f" in {', '.join(args.group)}" if args.group else ""
+    return _done(result, f"user {args.name} added{groups}")
+
+
+def cmd_user_switch(args: argparse.Namespace) -> int:
+    result = _client(args).post(
+        f"/v1/users/{args.name}/{args.action}", {"reason": args.reason or ""}
+    )
+    return _done(result, f"user {args.name} {args.action}d")
+
+
+def cmd_user_passwd(args: argparse.Namespace) -> int:
+    from argon2 import PasswordHasher
+
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        import getpass
+
+        password = getpass.getpass(f"new password for {args.name}: ")
+        if getpass.getpass("again: ") != password:
+            raise KubegateError("passwords differ")
+    if len(password) < 8:
+        raise KubegateError("a password needs at least 8 characters")
+    hashed = PasswordHasher().hash(password)
+    result = _client(args).post(f"/v1/users/{args.name}/password-hash", {"password_hash": hashed})
+    return _done(result, f"password of {args.name} set")
+
+
+def cmd_group_add(args: argparse.Namespace) -> int:
+    result = _client(args).post(
+        "/v1/groups", {"name": args.name, "description": args.description or ""}
+    )
+    return _done(result, f"group {args.name} added")
+
+
+def cmd_group_member(args: argparse.Namespace) -> int:
+    client = _client(args)
+    if args.action == "add-member":
+        result = client.post(f"/v1/groups/{args.group}/members", {"user": args.user})
+        return _done(result, f"{args.user} added to {args.group}")
+    result = client.call("DELETE", f"/v1/groups/{args.group}/members/{args.user}")
+    return _done(result, f"{args.user} removed from {args.group}")
+
+
+def cmd_cluster_add(args: argparse.Namespace) -> int:
+    result = _client(args).post(
+        "/v1/clusters", {"name": args.name, "labels": dict(args.label or [])}
+    )
+    return _done(result, f"cluster {args.name} registered")
+
+
+def cmd_cluster_label(args: argparse.Namespace) -> int:
+    result = _client(args).call(
+        "PUT", f"/v1/clusters/{args.name}/labels", {"labels": dict(args.label)}
+    )
+    return _done(result, f"labels of cluster {args.name} set")
+
+
+def cmd_grant(args: argparse.Namespace) -> int:
+    if bool(args.user) == bool(args.group):
+        raise KubegateError("name exactly one of --user or --group")
+    body: dict[str, Any] = {
+        "subject_kind": "user" if args.user else "group",
+        "subject": args.user or args.group,
+        "role": args.role,
+        "clusters": args.cluster or [],
+        "cluster_selector": dict(args.cluster_selector or []),
+        "namespaces": args.namespace or [],
+        "mode": args.mode,
+        "reason": args.reason or "",
+    }
+    if args.id:
+        body["id"] = args.id
+    if args.not_before:
+        body["not_before"] = args.not_before
+    if args.expires_at:
+        body["expires_at"] = args.expires_at
+    if args.for_:
+        body["for_seconds"] = args.for_
+    if args.rules:
+        body["rules"] = json.loads(Path(args.rules).read_text())
+    result = _client(args).post("/v1/grants", body)
+    until = f" until {result['expires_at']}" if result.get("expires_at") else ""
+    return _done(result, f"grant {result['grant_id']} issued{until}")
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    client = _client(args)
+    if bool(args.user) == bool(args.grant):
+        raise KubegateError("name exactly one of --user or --grant")
+    if args.user:
+        result = client.post(f"/v1/users/{args.user}/revoke", {"reason": args.reason or ""})
+        return _done(result, f"access of {args.user} revoked everywhere")
+    result = client.call("DELETE", f"/v1/grants/{args.grant}", {"reason": args.reason or ""})
+    return _done(result, f"grant {args.grant} revoked")
+
+
+def _scope(args: argparse.Namespace) -> tuple[str, str]:
+    named = [(s, getattr(args, s)) for s in ("cluster", "user", "group") if getattr(args, s)]
+    if len(named) > 1:
+        raise KubegateError("name at most one of --cluster, --user, --group")
+    return named[0] if named else ("global", "")
+
+
+def cmd_kubectl(args: argparse.Namespace) -> int:
+    scope, target = _scope(args)
+    result = _client(args).post(
+        f"/v1/kubectl/{args.action}",
+        {"scope": scope, "target": target, "reason": args.reason or ""},
+    )
+    where = "everywhere" if scope == "global" else f"for {scope} {target}"
+    return _done(result, f"kubectl {args.action}d {where}")
+
+
+def cmd_kubeconfig(args: argparse.Namespace) -> int:
+    result = _client(args).post(
+        "/v1/kubeconfigs",
+        {"user": args.user, "clusters": args.cluster or [], "ttl_seconds": args.ttl},
+    )
+    text = result["kubeconfig"]
+    if args.output and args.output != "-":
+        out = Path(args.output)
+        out.write_text(text)
+        out.chmod(0o600)
+        print(
+            f"kubeconfig for {args.user} ({', '.join(result['clusters'])}) written to {out}; "
+            f"certificate {result['serial']} valid until {result['not_after']}"
+        )
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, default=str)
+    return str(value)
+
+
+def print_table(columns: list[str], rows: list[list[Any]]) -> None:
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [len(c) for c in columns]
+    for row in cells:
+        for i, v in enumerate(row):
+            widths[i] = min(max(widths[i], len(v)), 80)
+    fmt = "  ".join(f"{{:{w}.{w}}}" for w in widths)
+    print(fmt.format(*columns).rstrip())
+    for row in cells:
+        print(fmt.format(*row).rstrip())
+    print(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+
+
+def cmd_audit_sql(args: argparse.Namespace) -> int:
+    result = _client(args).post("/v1/audit/sql", {"sql": args.sql})
+    if args.json:
+        columns = result["columns"]
+        for row in result["rows"]:
+            print(json.dumps(dict(zip(columns, row, strict=True)), default=str))
+    else:
+        print_table(result["columns"], result["rows"])
+    return 0
+
+
+def cmd_events_tail(args: argparse.Namespace) -> int:
+    from ops.events_tail import tail
+
+    config = AdminConfig.load(resolve(args.config, args.data_dir))
+    if not config.nats_url:
+        raise ConfigError("the admin config names no NATS URL")
+    return asyncio.run(
+        tail(
+            config.nats_url,
+            config.nats_creds or None,
+            streams=args.stream,
+            last=args.last,
+            follow=args.follow,
+            as_json=args.json,
+        )
+    )
+
+
+# --- parser -------------------------------------------------------------------------------
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="admin config file (default: $KUBEGATE_CONFIG)")
+    p.add_argument("--data-dir", help="a kubegate data directory (uses its admin.conf)")
+
+
+def _leaf(sub: Any, name: str, fn: Callable[[argparse.Namespace], int], **kw: Any) -> Any:
+    p = sub.add_parser(name, **kw)
+    _common(p)
+    p.set_defaults(run=guarded(fn))
+    return p
+
+
+def guarded(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Turn kubegate errors into one line on stderr and an exit code; never a traceback."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return fn(args)
+        except ApiCallError as exc:
+            print(f"error: {exc.message}", file=sys.stderr)
+            return 3 if exc.status in (0, 502, 503, 504) else 1
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 3
+        except KubegateError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            return 130
+
+    return run
+
+
+def add_parsers(subparsers: Any) -> None:
+    user = subparsers.add_parser("user", help="local users").add_subparsers(
+        dest="user_command", metavar="ACTION", required=True
+    )
+    p = _leaf(user, "add", cmd_user_add, help="register a local user")
+    p.add_argument("name")
+    p.add_argument("--group", action="append", help="initial group (repeatable)")
+    p.add_argument("--display-name")
+    p.add_argument("--email")
+    for action in ("disable", "enable"):
+        p = _leaf(user, action, cmd_user_switch, help=f"{action} a user")
+        p.add_argument("name")
+        p.add_argument("--reason")
+        p.set_defaults(action=action)
+    p = _leaf(user, "passwd", cmd_user_passwd, help="set a local user's password")
+    p.add_argument("name")
+    p.add_argument("--password-stdin", action="store_true")
+
+    group = subparsers.add_parser("group", help="groups and members").add_subparsers(
+        dest="group_command", metavar="ACTION", required=True
+    )
+    p = _leaf(group, "add", cmd_group_add, help="create a group")
+    p.add_argument("name")
+    p.add_argument("--description")
+    for action in ("add-member", "remove-member"):
+        p = _leaf(group, action, cmd_group_member, help=f"{action.replace('-', ' ')}")
+        p.add_argument("group")
+        p.add_argument("user")
+        p.set_defaults(action=action)
+
+    cluster = subparsers.add_parser("cluster", help="clusters").add_subparsers(
+        dest="cluster_command", metavar="ACTION", required=True
+    )
+    p = _leaf(cluster, "add", cmd_cluster_add, help="register a cluster")
+    p.add_argument("name")
+    p.add_argument("--label", type=parse_label, action="append", metavar="K=V")
+    p = _leaf(cluster, "label", cmd_cluster_label, help="replace a cluster's labels")
+    p.add_argument("name")
+    p.add_argument("label", type=parse_label, nargs="+", metavar="K=V")
+
+    p = _leaf(subparsers, "grant", cmd_grant, help="grant access to a user or group")
+    p.add_argument("--user")
+    p.add_argument("--group")
+    p.add_argument("--role", required=True, help="view, edit, admin, cluster-admin or custom")
+    p.add_argument("--cluster", action="append", help="cluster name or * (repeatable)")
+    p.add_argument("--cluster-selector", type=parse_label, action="append", metavar="K=V")
+    p.add_argument("--namespace", action="append", help="namespace (repeatable; default all)")
+    p.add_argument("--for", dest="for_", type=parse_duration, metavar="DURATION")
+    p.add_argument("--expires-at", type=parse_time)
+    p.add_argument("--not-before", type=parse_time)
+    p.add_argument("--mode", choices=("cli", "browser", "both"), default="both")
+    p.add_argument("--rules", help="JSON file with custom rules (role custom)")
+    p.add_argument("--reason")
+    p.add_argument("--id", help="grant id (default: generated)")
+
+    p = _leaf(subparsers, "revoke", cmd_revoke, help="revoke a user's access or one grant")
+    p.add_argument("--user")
+    p.add_argument("--grant")
+    p.add_argument("--reason")
+
+    kubectl = subparsers.add_parser("kubectl", help="switch kubectl access").add_subparsers(
+        dest="kubectl_command", metavar="ACTION", required=True
+    )
+    for action in ("disable", "enable"):
+        p = _leaf(kubectl, action, cmd_kubectl, help=f"{action} kubectl access")
+        p.add_argument("--cluster")
+        p.add_argument("--user")
+        p.add_argument("--group")
+        p.add_argument("--reason")
+        p.set_defaults(action=action)
+
+    p = _leaf(subparsers, "kubeconfig", cmd_kubeconfig, help="issue a kubeconfig for a user")
+    p.add_argument("--user", required=True)
+    p.add_argument("--cluster", action="append")
+    p.add_argument("--ttl", type=parse_duration, default=8 * 3600, metavar="DURATION")
+    p.add_argument("-o", "--output", default="-")
+
+    audit = subparsers.add_parser("audit", help="query the audit store").add_subparsers(
+        dest="audit_command", metavar="ACTION", required=True
+    )
+    p = _leaf(audit, "sql", cmd_audit_sql, help="run a read-only SQL query (DuckDB)")
+    p.add_argument("sql")
+    p.add_argument("--json", action="store_true", help="one JSON object per row")
+
+    evts = subparsers.add_parser("events", help="read the event log").add_subparsers(
+        dest="events_command", metavar="ACTION", required=True
+    )
+    p = _leaf(evts, "tail", cmd_events_tail, help="print the latest events")
+    p.add_argument("--follow", "-f", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--stream", choices=("control", "activity", "all"), default="all")
+    p.add_argument("-n", "--last", type=int, default=20)
