@@ -1,0 +1,208 @@
+"""The policy projection: `domain.policy.PolicyState` kept current from KG_CONTROL.
+
+Edges and relays each hold one, in memory. Besides answering `decide`, it tells its owner when
+access may have shrunk, so live streams are re-judged: after every batch of applied events that
+can remove access, and at every `next_deadline` (a grant's expiry, a session's idle timeout),
+when no event is published at all. It also says when it must not be trusted: before it has
+caught up with the log at start, and when it has lost the log for longer than the bound (the
+edge then fails closed with 503).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+from nats.aio.client import Client as NatsClient
+from prometheus_client import CollectorRegistry
+
+from domain import events
+from domain.policy.attributes import RequestAttributes
+from domain.policy.decide import Caller, Decision, decide
+from domain.policy.state import PolicyState
+from projections.records import LogRecord
+from projections.runner import ProjectionRunner
+
+log = logging.getLogger("kubegate.projections.policy")
+
+ChangeListener = Callable[[frozenset[str] | None], None]
+"""Called with the users whose access may have shrunk, or None for everyone."""
+
+_USER_SCOPED = (
+    events.UserDisabled,
+    events.UserAccessRevoked,
+    events.IdpGroupsSynced,
+    events.CertificateRevoked,
+    events.ConsoleSessionEnded,
+    events.MemberRemoved,
+)
+_GROW_ONLY = (
+    events.UserRegistered,
+    events.UserEnabled,
+    events.GroupCreated,
+    events.MemberAdded,
+    events.ClusterRegistered,
+    events.GrantIssued,
+    events.KubectlEnabled,
+    events.LoginSucceeded,
+    events.LoginFailed,
+    events.ConsoleSessionStarted,
+    events.ConsoleSessionTouched,
+    events.CertificateIssued,
+    events.ServiceAccountProvisioned,
+    events.ServiceAccountRemoved,
+    events.BreakGlassRequested,
+    events.BreakGlassApproved,
+    events.BreakGlassDenied,
+    events.BreakGlassUsed,
+    events.RelayConnected,
+    events.RelayDisconnected,
+    events.GrantExpired,
+    events.PasswordSet,
+)
+
+
+def shrinks_access_of(event: object) -> frozenset[str] | None | bool:
+    """Whose access `event` may reduce: a set of users, None for anyone, False for no one."""
+    if isinstance(event, _GROW_ONLY):
+        return False
+    if isinstance(event, _USER_SCOPED):
+        return frozenset({event.user})  # type: ignore[attr-defined]
+    if isinstance(event, events.Event):
+        return None
+    return False
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class PolicyProjection:
+    """Follows the control stream into a `PolicyState`; see the module docstring."""
+
+    def __init__(
+        self,
+        nc: NatsClient,
+        *,
+        name: str,
+        registry: CollectorRegistry,
+        staleness_bound_s: float = 30.0,
+        filter_subjects: Sequence[str] | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.state = PolicyState()
+        self.clock = clock
+        self.staleness_bound_s = staleness_bound_s
+        self.version = 0
+        self._listeners: list[ChangeListener] = []
+        self._pending: set[str] | None = set()
+        self._wake = asyncio.Event()
+        self._deadline_task: asyncio.Task[None] | None = None
+        self.runner = ProjectionRunner(
+            nc,
+            self,
+            name=name,
+            registry=registry,
+            streams=("control",),
+            filter_subjects={"control": list(filter_subjects)} if filter_subjects else None,
+        )
+
+    # -- the model side (called by the runner) -------------------------------------------
+
+    def apply_batch(self, records: Sequence[LogRecord]) -> None:
+        for record in records:
+            event = record.event
+            if not isinstance(event, events.Event):
+                continue
+            self.state.apply(event)
+            self.version += 1
+            who = shrinks_access_of(event)
+            if who is False or self._pending is None:
+                continue
+            if who is None:
+                self._pending = None
+            else:
+                self._pending |= who
+        self._wake.set()
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.runner.start()
+        self._deadline_task = asyncio.create_task(self._watch(), name="policy-deadlines")
+
+    async def wait_ready(self, timeout: float | None = None) -> None:
+        await asyncio.wait_for(self.runner.wait_caught_up(), timeout)
+
+    async def stop(self) -> None:
+        if self._deadline_task is not None:
+            self._deadline_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._deadline_task
+            self._deadline_task = None
+        await self.runner.stop()
+
+    def on_change(self, listener: ChangeListener) -> None:
+        self._listeners.append(listener)
+
+    async def _watch(self) -> None:
+        """Notify listeners after shrinking batches, and at each time-based deadline."""
+        while True:
+            deadline = self.state.next_deadline(self.clock())
+            timeout = None
+            if deadline is not None:
+                timeout = max(0.0, (deadline - self.clock()).total_seconds()) + 0.001
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout)
+                self._wake.clear()
+                pending, self._pending = self._pending, set()
+                if pending is not None and not pending:
+                    continue
+            except TimeoutError:
+                pending = None  # a deadline passed: anyone may be affected
+            self._notify(pending)
+
+    def _notify(self, users: set[str] | None) -> None:
+        who = None if users is None else frozenset(users)
+        for listener in list(self._listeners):
+            try:
+                listener(who)
+            except Exception:
+                log.exception("policy change listener failed")
+
+    # -- the questions the edge and relay ask ---------------------------------------------
+
+    def not_ready_reason(self) -> str | None:
+        if self.runner.failed is not None:
+            return f"policy projection failed: {self.runner.failed}"
+        if not self.runner.caught_up:
+            return "policy is still loading from the event log"
+        stale = self.runner.staleness()
+        if stale > self.staleness_bound_s:
+            return f"cut off from the event log for {stale:.0f}s"
+        return None
+
+    def decide(
+        self, caller: Caller, cluster: str, attrs: RequestAttributes, now: datetime
+    ) -> Decision:
+        return decide(self.state, caller, cluster, attrs, now)
+
+    def groups_of(self, user: str) -> list[str]:
+        return sorted(self.state.groups_of(user))
+
+    def clusters_for(self, user: str) -> list[str]:
+        """Clusters where `user` holds a grant active now (for kubeconfig contexts)."""
+        now = self.clock()
+        subjects = self.state.subjects_of(user)
+        found = []
+        for name, cluster in sorted(self.state.clusters.items()):
+            if any(
+                grant.active_at(now)
+                for subject in subjects
+                for grant in self.state.grants_on(subject, cluster)
+            ):
+                found.append(name)
+        return found
