@@ -20,12 +20,11 @@ from datetime import UTC, datetime
 from typing import Protocol
 from urllib.parse import unquote
 
-from domain.policy.attributes import RequestAttributes, attributes_from_http
-from domain.policy.decide import Caller, Decision
-
 from broker import errors as berr
 from broker.transport import ClientStream, EdgeClient
 from domain import events
+from domain.policy.attributes import RequestAttributes, attributes_from_http
+from domain.policy.decide import Caller, Decision
 from edge import headers as hdr
 from edge.http1 import Request, Response, Tunnel
 from edge.identity import identity_from_der
@@ -92,11 +91,16 @@ class LiveRequests:
     def __len__(self) -> int:
         return len(self._by_id)
 
-    def recheck(self, policy: PolicySource, now: datetime) -> int:
-        """Cut every live request that policy no longer allows; returns how many were cut."""
+    def recheck(
+        self, policy: PolicySource, now: datetime, users: frozenset[str] | None = None
+    ) -> int:
+        """Cut every live request (of `users`, or everyone's) that policy no longer allows;
+        returns how many were cut."""
         cut = 0
         for live in self:
             if live.cut_reason is not None:
+                continue
+            if users is not None and live.caller.user not in users:
                 continue
             decision = policy.decide(live.caller, live.cluster, live.attrs, now)
             if not decision.allowed:

@@ -65,7 +65,7 @@ _GROW_ONLY = (
 )
 
 
-def shrinks_access_of(event: object) -> frozenset[str] | None | bool:
+def shrinks_access_of(event: object) -> frozenset[str] | bool | None:
     """Whose access `event` may reduce: a set of users, None for anyone, False for no one."""
     if isinstance(event, _GROW_ONLY):
         return False
@@ -134,8 +134,9 @@ class PolicyProjection:
         await self.runner.start()
         self._deadline_task = asyncio.create_task(self._watch(), name="policy-deadlines")
 
-    async def wait_ready(self, timeout: float | None = None) -> None:
-        await asyncio.wait_for(self.runner.wait_caught_up(), timeout)
+    async def wait_ready(self) -> None:
+        """Until the projection has caught up with the log (callers bound it themselves)."""
+        await self.runner.wait_caught_up()
 
     async def stop(self) -> None:
         if self._deadline_task is not None:

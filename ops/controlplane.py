@@ -1,0 +1,262 @@
+"""`kubegate up`: the control plane and an edge in one process, on embedded or external NATS.
+
+What runs: NATS (embedded in `<data-dir>/nats` unless `--nats URL`), the two log streams, the
+control-plane command layer (eventsourcing over JetStream), the policy, sessions and audit
+projections, the admin API (HTTPS, admin token) and the kubectl edge (HTTPS, mutual TLS).
+When everything serves, `<data-dir>/ready.json` names the endpoints and `<data-dir>/admin.conf`
+lets the CLI reach them. More edges can run elsewhere with `kubegate edge`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import secrets
+import socket
+import ssl
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from broker.activity import ActivityPublisher
+from broker.connection import connect
+from broker.server import EmbeddedNats
+from broker.streams import ensure_streams
+from broker.transport import EdgeClient
+from domain.control import ControlPlane
+from edge.admin_api import AdminContext, build_app
+from edge.ca import CertificateAuthority, write_server_files
+from edge.http1 import Http1Server
+from edge.proxy import KubeProxy
+from ops.config import ADMIN_CONF, READY_JSON, AdminConfig
+from projections.audit import AuditStore, audit_runner
+from projections.policy import PolicyProjection
+
+log = logging.getLogger("kubegate.ops.controlplane")
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass
+class Settings:
+    data_dir: Path
+    nats_url: str | None = None
+    nats_creds: str | None = None
+    host: str = "127.0.0.1"
+    edge_port: int = 0
+    admin_port: int = 0
+    public_host: str = ""
+    replicas: int = 1
+    staleness_bound_s: float = 30.0
+    hostnames: list[str] = field(default_factory=list)
+
+
+def server_ssl_context(
+    ca: CertificateAuthority, pki: Path, *, client_certs: bool
+) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(pki / "edge.crt", pki / "edge.key")
+    if client_certs:
+        ctx.load_verify_locations(cadata=ca.cert_pem.decode())
+        # Optional at the TLS layer so a request without a certificate gets a readable 401
+        # Status; a certificate from another CA, or expired, still fails the handshake.
+        ctx.verify_mode = ssl.CERT_OPTIONAL
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+class ControlPlaneService:
+    """Starts and stops everything `kubegate up` runs. Use as an async context manager."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.data_dir = settings.data_dir
+        self.registry = CollectorRegistry()
+        self.edge_id = f"edge-{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+        self.nats: EmbeddedNats | None = None
+        self.nats_url = settings.nats_url or ""
+        self.nc: Any = None
+        self.control: ControlPlane | None = None
+        self.policy: PolicyProjection | None = None
+        self.audit: AuditStore | None = None
+        self.audit_runner: Any = None
+        self.activity: ActivityPublisher | None = None
+        self.edge_client: EdgeClient | None = None
+        self.proxy: KubeProxy | None = None
+        self.edge_server: Http1Server | None = None
+        self.admin_runner: web.AppRunner | None = None
+        self.admin_token = ""
+        self.ca: CertificateAuthority | None = None
+        self.edge_url = ""
+        self.admin_url = ""
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- start/stop -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        s = self.settings
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        (self.data_dir / READY_JSON).unlink(missing_ok=True)
+        if not s.nats_url:
+            self.nats = EmbeddedNats(data_dir=self.data_dir / "nats")
+            await asyncio.to_thread(self.nats.start)
+            self.nats_url = self.nats.url
+        self.nc = await connect(self.nats_url, name="kubegate-up", creds=s.nats_creds)
+        await ensure_streams(self.nc.jetstream(), replicas=s.replicas)
+
+        pki = self.data_dir / "pki"
+        self.ca = CertificateAuthority.load_or_create(pki)
+        hostnames = list(dict.fromkeys([*s.hostnames, s.public_host or s.host, "localhost"]))
+        hostnames += [h for h in ("127.0.0.1",) if h not in hostnames]
+        write_server_files(self.ca, pki, hostnames)
+        self.admin_token = self._admin_token()
+
+        env = {"PERSISTENCE_MODULE": "broker.es_persistence", "KUBEGATE_NATS_URL": self.nats_url}
+        if s.nats_creds:
+            env["KUBEGATE_NATS_CREDS"] = s.nats_creds
+        self.control = await asyncio.to_thread(ControlPlane, env, clock=utcnow)
+
+        self.policy = PolicyProjection(
+            self.nc,
+            name="edge-policy",
+            registry=self.registry,
+            staleness_bound_s=s.staleness_bound_s,
+        )
+        await self.policy.start()
+        self.audit = AuditStore(self.data_dir / "audit.duckdb")
+        self.audit_runner = audit_runner(self.nc, self.audit, registry=self.registry)
+        await self.audit_runner.start()
+
+        self.activity = ActivityPublisher(self.nc, registry=self.registry)
+        self.edge_client = EdgeClient(self.nc, self.edge_id, registry=self.registry)
+        await self.edge_client.start()
+        self.proxy = KubeProxy(
+            client=self.edge_client,
+            policy=self.policy,
+            emit=self.activity.publish,
+            edge_id=self.edge_id,
+        )
+        self.policy.on_change(self._recheck)
+        self.edge_server = Http1Server(
+            self.proxy, ssl_context=server_ssl_context(self.ca, pki, client_certs=True)
+        )
+        edge_port = await self.edge_server.start(s.host, s.edge_port)
+        public = s.public_host or s.host
+        self.edge_url = f"https://{public}:{edge_port}"
+
+        ctx = AdminContext(
+            control=self.control,
+            ca=self.ca,
+            edge_url=self.edge_url,
+            admin_tokens={self.admin_token: "admin"},
+            clock=utcnow,
+            audit_query=self._audit_query,
+            policy=self.policy,
+            registry=self.registry,
+        )
+        self.admin_runner = web.AppRunner(build_app(ctx), access_log=None)
+        await self.admin_runner.setup()
+        site = web.TCPSite(
+            self.admin_runner,
+            s.host,
+            s.admin_port,
+            ssl_context=server_ssl_context(self.ca, pki, client_certs=False),
+        )
+        await site.start()
+        admin_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.admin_url = f"https://{public}:{admin_port}"
+
+        async with asyncio.timeout(60):
+            await self.policy.wait_ready()
+        self._write_files()
+
+    def _admin_token(self) -> str:
+        path = self.data_dir / "admin-token"
+        if path.exists():
+            return path.read_text().strip()
+        token = secrets.token_urlsafe(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+        return token
+
+    def _write_files(self) -> None:
+        ca_file = self.data_dir / "pki" / "ca.crt"
+        AdminConfig(
+            admin_url=self.admin_url,
+            token=self.admin_token,
+            ca_file=str(ca_file),
+            nats_url=self.nats_url,
+            nats_creds=self.settings.nats_creds or "",
+            edge_url=self.edge_url,
+        ).save(self.data_dir / ADMIN_CONF)
+        ready = {
+            "nats_url": self.nats_url,
+            "admin_url": self.admin_url,
+            "edge_url": self.edge_url,
+            "edge_id": self.edge_id,
+            "ca_file": str(ca_file),
+            "admin_config": str(self.data_dir / ADMIN_CONF),
+            "audit_db": str(self.data_dir / "audit.duckdb"),
+            "pid": os.getpid(),
+        }
+        tmp = self.data_dir / (READY_JSON + ".tmp")
+        tmp.write_text(json.dumps(ready, indent=2) + "\n")
+        tmp.replace(self.data_dir / READY_JSON)
+
+    def _recheck(self, users: frozenset[str] | None) -> None:
+        if self.proxy is None or self.policy is None:
+            return
+        self.proxy.live.recheck(self.policy, utcnow(), users)
+
+    async def _audit_query(self, sql: str, params: list[Any]) -> tuple[list[str], list[Any]]:
+        assert self.audit is not None
+        columns, rows = await self.audit.query_async(sql, params or None)
+        return columns, [list(r) for r in rows]
+
+    async def stop(self) -> None:
+        (self.data_dir / READY_JSON).unlink(missing_ok=True)
+        if self.admin_runner is not None:
+            await self.admin_runner.cleanup()
+        if self.edge_server is not None:
+            await self.edge_server.stop()
+        if self.edge_client is not None:
+            await self.edge_client.close()
+        if self.activity is not None:
+            with contextlib.suppress(Exception):
+                await self.activity.flush(5.0)
+            await self.activity.close()
+        if self.policy is not None:
+            await self.policy.stop()
+        if self.audit_runner is not None:
+            await self.audit_runner.stop()
+        if self.audit is not None:
+            self.audit.close()
+        if self.control is not None:
+            await asyncio.to_thread(self.control.close)
+        if self.nc is not None:
+            with contextlib.suppress(Exception):
+                await self.nc.close()
+        if self.nats is not None:
+            await asyncio.to_thread(self.nats.stop)
+
+    async def __aenter__(self) -> ControlPlaneService:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
