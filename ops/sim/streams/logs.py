@@ -7,6 +7,7 @@ tick of the log reader) or when `limitBytes` is used up.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -106,10 +107,8 @@ async def serve(request: web.Request, pod: podspec.Pod, runtime: PodRuntime) -> 
     await response.prepare(request)
     if container is None:  # an init or ephemeral container: nothing ran here
         return response
-    follow = options.follow and state.state == "running"
-    if follow != options.follow:
-        options = LogOptions(False, options.tail_lines, options.since, options.timestamps,
-                             options.limit_bytes)  # fmt: skip
+    if state.state != "running":  # a finished container's log is complete: nothing to follow
+        options = dataclasses.replace(options, follow=False)
     runtime.metrics.sessions.labels("log", "http").inc()
     runtime.metrics.active.labels("log").inc()
     try:

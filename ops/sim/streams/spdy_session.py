@@ -186,7 +186,8 @@ class SpdySession:
                     await self._dispatch(frame)
         except SpdyProtocolError as exc:
             log.info("spdy protocol error, going away", extra={"error": str(exc)})
-            await self._send_quietly(spdy.GoAwayFrame(self._last_peer_stream, exc.status))
+            status = spdy.GoAwayStatus.PROTOCOL_ERROR  # exc.status is an RST code, not GOAWAY's
+            await self._send_quietly(spdy.GoAwayFrame(self._last_peer_stream, status))
         except (ConnectionError, SessionClosedError) as exc:
             log.debug("spdy channel ended", extra={"error": str(exc)})
         finally:
