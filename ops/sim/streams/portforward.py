@@ -36,6 +36,7 @@ TUNNEL_PREFIX = "SPDY/3.1+"
 STREAM_CREATION_TIMEOUT = 30.0
 CONNECT_TIMEOUT = 10.0
 COPY_CHUNK = 32 * 1024
+WS_HEARTBEAT = 30.0
 
 
 @dataclass
@@ -219,7 +220,9 @@ async def serve(request: web.Request, pod: podspec.Pod, runtime: PodRuntime) -> 
                 f"unable to upgrade: unable to negotiate protocol: client supports "
                 f"[{' '.join(tunnels)}], server accepts [{PROTOCOL}]",
             )
-        ws = web.WebSocketResponse(protocols=(TUNNEL_PREFIX + PROTOCOL,), max_msg_size=16 << 20)
+        ws = web.WebSocketResponse(
+            protocols=(TUNNEL_PREFIX + PROTOCOL,), heartbeat=WS_HEARTBEAT, max_msg_size=16 << 20
+        )
         await ws.prepare(request)
         channel, response, transport = WebSocketBytes(ws), ws, "websocket"
     elif upgrade.is_spdy(request):
@@ -242,6 +245,8 @@ async def serve(request: web.Request, pod: podspec.Pod, runtime: PodRuntime) -> 
             log.info("pod deleted; closing port-forward", extra={"pod": runtime_pod.key})
             with contextlib.suppress(SessionClosedError):
                 await session.goaway(spdy.GoAwayStatus.OK)
+    except Exception:  # a bug here must not leave kubectl hanging on an open tunnel
+        log.exception("port-forward session failed", extra={"pod": runtime_pod.key})
     finally:
         await forwarder.shutdown()
         await session.close()

@@ -482,6 +482,9 @@ async def serve(
     except (SessionClosedError, ConnectionError) as exc:
         log.debug("remote command client went away", extra={"error": str(exc)})
         await remote.abort()
+    except Exception:  # a bug here must not leave the client hanging on an open upgrade
+        log.exception("remote command session failed", extra={"pod": runtime_pod.key})
+        await remote.abort()
     finally:
         runtime.metrics.active.labels(kind).dec()
     return response

@@ -44,13 +44,13 @@ async def test_exec_with_piped_stdin_sees_eof(
     assert out.split() == ["5000", "done"]
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_exec_tty_runs_on_a_terminal_of_the_clients_size(
-    apiserver: MiniApiServer, kubectl: Kubectl
+    apiserver: MiniApiServer, kubectl: Kubectl, transport: str
 ) -> None:
     apiserver.add_pod(pod_manifest("exec-tty"))
-    driver = await PtyDriver.start(
-        [kubectl.binary, "exec", "-it", "exec-tty", "--", "sh"], kubectl.env(), rows=33, cols=101
-    )
+    argv = [kubectl.binary, "exec", "-it", "exec-tty", "--", "sh"]
+    driver = await PtyDriver.start(argv, kubectl.env(**TRANSPORTS[transport]), rows=33, cols=101)
     await driver.expect(b"# ")
     driver.send(b"tty; echo $((6*7))\r")
     await driver.expect(b"42")
