@@ -6,6 +6,8 @@ import argparse
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
+from ops.sim import cli as sim_cli
+
 
 def package_version() -> str:
     try:
@@ -17,7 +19,8 @@ def package_version() -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kubegate", description=__doc__)
     parser.add_argument("--version", action="version", version=f"kubegate {package_version()}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sim_cli.add_parser(subparsers)
     return parser
 
 
@@ -27,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    return 0
+    return args.run(args)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""Developer scripts that regenerate data files of the simulator (not imported at run time)."""
