@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from tests.sim.streams.kube import Kubectl, MiniApiServer, PtyDriver, pod_manifest
+from tests.sim.streams.kube import Kubectl, MiniApiServer, PtyDriver, eventually, pod_manifest
 
 pytestmark = pytest.mark.e2e
 
@@ -111,3 +113,16 @@ async def test_exec_into_a_pod_whose_container_waits(
     code, _, err = await kubectl.run("exec", "exec-waiting", "--", "true")
     assert code == 1
     assert 'container not found ("main")' in err
+
+
+async def test_deleting_the_pod_kills_an_exec_with_137(
+    apiserver: MiniApiServer, kubectl: Kubectl
+) -> None:
+    apiserver.add_pod(pod_manifest("exec-killed"))
+    proc = await kubectl.start("exec", "exec-killed", "--", "sleep", "600")
+    container = apiserver.runtime.pods()[0].containers["main"]
+    await eventually(lambda: len(container.execs) == 1, "the exec'd sleep")
+    apiserver.delete_pod("default", "exec-killed")
+    assert await asyncio.wait_for(proc.wait(), 30) == 137
+    assert proc.stderr is not None
+    assert b"command terminated with exit code 137" in await proc.stderr.read()
