@@ -2,8 +2,8 @@
 
 The simulator core tells it about pods (`pod_added` for every create or update, `pod_removed`
 on delete); the streaming subresources (`ops.sim.streams.handle`) use it to run commands, read
-logs and reach forwarded ports. Everything lives under `base_dir/<namespace>/<pod>/`: one
-container root and one CRI log file per container.
+logs and reach forwarded ports. Everything lives under `base_dir/<namespace>/<pod>-<uid8>/`:
+`containers/<name>/root` (what the container sees as /) and `logs/<name>.log` (CRI format).
 
 A running container's log gets a line every `log_interval` seconds besides its main process
 output, so `kubectl logs -f` always has something to stream. `websockets=False` makes exec,
