@@ -107,6 +107,8 @@ Event = Stdin | StdinClosed | Resize | Gone
 class Remote(Protocol):
     events: asyncio.Queue[Event]
 
+    async def start(self) -> None: ...
+
     async def write(self, stream: int, data: bytes) -> None: ...
 
     async def finish(self, final: dict[str, Any]) -> None: ...
@@ -206,7 +208,7 @@ class SpdyRemote:
         self.events: asyncio.Queue[Event] = asyncio.Queue(EVENT_QUEUE)
         self._tasks: list[asyncio.Task[None]] = []
 
-    def start(self) -> None:
+    async def start(self) -> None:
         loop = asyncio.get_running_loop()
         if "stdin" in self.streams:
             self._tasks.append(loop.create_task(self._read_stdin(self.streams["stdin"])))
@@ -418,52 +420,65 @@ def _check(request: web.BaseRequest, pod: podspec.Pod, options: Options) -> str:
     return container
 
 
+async def _open_websocket(
+    request: web.Request, options: Options, runtime: PodRuntime
+) -> tuple[WebSocketRemote, web.StreamResponse]:
+    requested = upgrade.websocket_protocols(request)
+    allowed = channel.SUPPORTED if runtime.websockets else channel.PRE_V5
+    protocol = channel.negotiate(requested, allowed)
+    if protocol is None:
+        raise upgrade.websocket_refused(requested, [p.name for p in allowed])
+    ws = web.WebSocketResponse(
+        protocols=(protocol.name,) if requested else (),
+        heartbeat=WS_HEARTBEAT,
+        max_msg_size=16 << 20,
+    )
+    await ws.prepare(request)
+    remote = WebSocketRemote(ws, protocol, options)
+    await remote.start()
+    return remote, ws
+
+
+async def _open_spdy(
+    request: web.Request, options: Options, runtime: PodRuntime, name: str
+) -> tuple[SpdyRemote | None, web.StreamResponse]:
+    """Upgrade and collect the client's streams; no Remote if the client never opened them."""
+    version = upgrade.spdy_handshake(request, SPDY_PROTOCOLS)
+    raw = await upgrade.accept_spdy(request, version)
+    session = SpdySession(raw)
+    serving = runtime.spawn(session.serve(), f"spdy session {name}")
+    streams = await _spdy_streams(session, version, options)
+    if streams is None:
+        await session.close()
+        await asyncio.gather(serving, return_exceptions=True)
+        return None, raw.response
+    remote = SpdyRemote(session, version, streams)
+    await remote.start()
+    return remote, raw.response
+
+
 async def serve(
     request: web.Request, kind: str, pod: podspec.Pod, runtime: PodRuntime
 ) -> web.StreamResponse:
     options = parse_options(request, kind)
     name = _check(request, pod, options)
     runtime_pod = runtime.get(pod)
-    state = podspec.container_state(pod, name)
     container = runtime_pod.containers.get(name)
-    not_running = f'container not found ("{name}")'
-    if state.state != "running" or container is None:
-        problem: str | None = not_running
-    else:
-        problem = None
+    problem = None
+    if podspec.container_state(pod, name).state != "running" or container is None:
+        problem = f'container not found ("{name}")'
 
+    remote: Remote | None
     if upgrade.is_websocket(request):
-        requested = upgrade.websocket_protocols(request)
-        allowed = channel.SUPPORTED if runtime.websockets else channel.PRE_V5
-        protocol = channel.negotiate(requested, allowed)
-        if protocol is None:
-            raise upgrade.websocket_refused(requested, [p.name for p in allowed])
-        ws = web.WebSocketResponse(
-            protocols=(protocol.name,) if requested else (),
-            heartbeat=WS_HEARTBEAT,
-            max_msg_size=16 << 20,
-        )
-        await ws.prepare(request)
-        remote: Remote = WebSocketRemote(ws, protocol, options)
-        await remote.start()  # type: ignore[attr-defined]
+        remote, response = await _open_websocket(request, options, runtime)
         transport = "websocket"
-        response: web.StreamResponse = ws
     elif upgrade.is_spdy(request):
         if problem is not None:  # kubelet refuses before upgrading
             raise UpgradeRefusedError(500, problem)
-        version = upgrade.spdy_handshake(request, SPDY_PROTOCOLS)
-        raw = await upgrade.accept_spdy(request, version)
-        session = SpdySession(raw)
-        serving = runtime.spawn(session.serve(), f"spdy {kind} {runtime_pod.key}")
-        streams = await _spdy_streams(session, version, options)
-        if streams is None:
-            await session.close()
-            await asyncio.gather(serving, return_exceptions=True)
-            return raw.response
-        remote = SpdyRemote(session, version, streams)
-        remote.start()  # type: ignore[attr-defined]
+        remote, response = await _open_spdy(request, options, runtime, runtime_pod.key)
+        if remote is None:
+            return response
         transport = "spdy"
-        response = raw.response
     else:
         raise status.bad_request("Upgrade request required")
 
