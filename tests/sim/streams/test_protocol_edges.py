@@ -263,6 +263,12 @@ async def test_port_forward_refusals(apiserver: MiniApiServer, http: aiohttp.Cli
             "tailLines: Invalid value: -1: must be greater than or equal to 0",
         ),
         ("limitBytes=0", 422, "Invalid", "limitBytes: Invalid value: 0: must be greater than 0"),
+        (
+            "sinceSeconds=5&sinceTime=2026-01-01T00:00:00Z",
+            422,
+            "Invalid",
+            '"p" is invalid: : Forbidden: at most one of `sinceTime` or `sinceSeconds`',
+        ),
         ("tailLines=abc", 400, "BadRequest", 'parsing "abc": invalid syntax'),
         ("sinceTime=yesterday", 400, "BadRequest", 'parsing time "yesterday"'),
         (
