@@ -58,12 +58,8 @@ def parse_options(request: web.BaseRequest, pod_name: str, runtime: PodRuntime) 
             kind, pod_name, "sinceSeconds", since_seconds, "must be greater than 0"
         )
     if since_seconds is not None and since_text:
-        raise status.invalid(
-            kind,
-            pod_name,
-            "",
-            None,
-            "at most one of `sinceTime` or `sinceSeconds` may be specified",
+        raise status.forbidden_field(
+            kind, pod_name, "", "at most one of `sinceTime` or `sinceSeconds` may be specified"
         )
     since = None
     if since_text:
