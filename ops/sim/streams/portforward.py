@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from ops.sim.streams import podspec, spdy, status, upgrade
+from ops.sim.streams import podspec, portforward_websocket, spdy, status, upgrade
 from ops.sim.streams.errors import SessionClosedError, UpgradeRefusedError
 from ops.sim.streams.spdy_session import ByteChannel, SpdySession, SpdyStream
 from ops.sim.streams.transports import WebSocketBytes
@@ -211,10 +211,9 @@ async def serve(request: web.Request, pod: podspec.Pod, runtime: PodRuntime) -> 
 
     channel: ByteChannel
     if upgrade.is_websocket(request):
-        requested = upgrade.websocket_protocols(request)
         tunnels = _tunnel_protocols(request) if runtime.websockets else []
-        if not tunnels:
-            raise upgrade.websocket_refused(requested, [PROTOCOL])
+        if not tunnels:  # kube-apiserver hands these to kubelet's channel protocol
+            return await portforward_websocket.serve(request, runtime_pod, runtime.metrics)
         if PROTOCOL not in tunnels:
             raise UpgradeRefusedError(
                 403,

@@ -249,8 +249,11 @@ async def test_port_forward_refusals(apiserver: MiniApiServer, http: aiohttp.Cli
     assert caught.value.status == 404  # kubelet: "pod does not exist" while the pod is pending
     apiserver.add_pod(pod_manifest("p"))
     with pytest.raises(aiohttp.WSServerHandshakeError) as caught:
-        await http.ws_connect(f"{BASE}/p/portforward", protocols=("v4.channel.k8s.io",))
+        await http.ws_connect(f"{BASE}/p/portforward?ports=80", protocols=("nope.k8s.io",))
     assert caught.value.status == 403
+    with pytest.raises(aiohttp.WSServerHandshakeError) as caught:
+        await http.ws_connect(f"{BASE}/p/portforward", protocols=("v4.channel.k8s.io",))
+    assert caught.value.status == 400  # kubelet: query parameter "ports" is required
 
 
 @pytest.mark.parametrize(
