@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ops.sim.streams import channel, status
+from ops.sim.streams.containers import ContainerProcess
 from ops.sim.streams.errors import SessionClosedError
 from ops.sim.streams.pods import RuntimeContainer
 from ops.sim.streams.remote import Gone, Options, Remote, Resize, Stdin, StdinClosed
@@ -27,7 +28,7 @@ async def _cancel(*tasks: asyncio.Future[Any]) -> None:
 
 
 async def run_exec(
-    remote: Remote, process: Any, options: Options, removed: asyncio.Event
+    remote: Remote, process: ContainerProcess, options: Options, removed: asyncio.Event
 ) -> dict[str, Any] | None:
     """Wire a client to a started process; the final Status, or None if the client left."""
 
