@@ -66,7 +66,9 @@ def test_logs_follow_a_counting_container_until_it_is_deleted(
     try:
         seen = _read_until(proc, r"^line 3$")
         any_kubectl("-n", ns, "delete", "pod", "counter", "--wait=false")
-        rest, _ = proc.communicate(timeout=30)
+        proc.wait(timeout=30)  # not communicate(): it would skip what the line reader buffered
+        assert proc.stdout is not None
+        rest = proc.stdout.read()
     finally:
         proc.kill()
     assert proc.returncode == 0, rest
