@@ -85,14 +85,6 @@ class SpdyStream:
             self._space.set()
         return chunk
 
-    async def read_all(self, limit: int = 1 << 20) -> bytes:
-        out = bytearray()
-        while chunk := await self.read():
-            out += chunk
-            if len(out) > limit:
-                raise SpdyProtocolError(f"stream {self.id} sent more than {limit} bytes")
-        return bytes(out)
-
     async def write(self, data: bytes) -> None:
         if self.local_closed:
             raise SessionClosedError(f"stream {self.id} is closed for writing")
