@@ -2,13 +2,14 @@
 
 The simulator core tells it about pods (`pod_added` for every create or update, `pod_removed`
 on delete); the streaming subresources (`ops.sim.streams.handle`) use it to run commands, read
-logs and reach forwarded ports. Everything lives under `base_dir/<namespace>/<pod>/`: one
-container root and one CRI log file per container.
+logs and reach forwarded ports. Everything lives under `base_dir/<namespace>/<pod>-<uid8>/`:
+`containers/<name>/root` (what the container sees as /) and `logs/<name>.log` (CRI format).
 
 A running container's log gets a line every `log_interval` seconds besides its main process
-output, so `kubectl logs -f` always has something to stream. `websockets=False` makes exec,
-attach and port-forward refuse WebSocket upgrades with 403, as a v1.29 kube-apiserver does, so
-tests can drive kubectl's fallback to SPDY.
+output, so `kubectl logs -f` always has something to stream. `websockets=False` answers the
+WebSocket protocols kube-apiserver gained in 1.30/1.31 (exec v5, the SPDY port-forward tunnel)
+with 403, as a v1.29 API server does (its kubelet still serves v4 and older), so tests can drive
+kubectl's fallback to SPDY.
 """
 
 from __future__ import annotations

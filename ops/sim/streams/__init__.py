@@ -6,9 +6,11 @@ API server makes before an upgrade come back as `Status` responses (or, where ku
 its bare text); after an upgrade, the session handles its own errors and never raises.
 
 Modules: `spdy` (SPDY/3.1 codec), `spdy_session` (a server session), `channel` (the WebSocket
-channel protocol), `transports`, `upgrade` (negotiation), `remotecommand` (exec, attach),
-`portforward`, `logs`, `podlog` (CRI log files), `containers` (processes), `pods` (per-pod
-state), `podspec` (reading the pod object), `status`, `errors`. The runtime they share is
+channel protocol), `transports`, `upgrade` (negotiation); `remotecommand` (exec, attach) with
+`remote`, `remote_websocket`, `remote_spdy` and `sessions`; `portforward` (SPDY, tunnelled or
+plain) and `portforward_websocket` (kubelet's channel protocol); `logs` with `podlog` (CRI log
+files); `containers` (processes), `pods` (per-pod state), `podspec` (reading the pod object),
+`status`, `errors`. The runtime they share is
 `ops.sim.runtime.PodRuntime`.
 """
 

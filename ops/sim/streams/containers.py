@@ -161,8 +161,9 @@ class Sandbox:
         prefix = ["setpriv", "--pdeathsig", "KILL", "--"] if self.pdeathsig else []
         session = ["setsid", "-c", "-w"] if tty else []
         if self.isolation is Isolation.NONE:
+            # No setsid here: it would fork out of our process group, out of reach of kill().
             cwd = str(self.host_path(root, workdir))
-            return [*prefix, *session, "env", "-i", "-C", cwd, *pairs, *argv]
+            return [*prefix, "env", "-i", "-C", cwd, *pairs, *argv]
         unshare = ["unshare"]
         if self.user_namespace:
             unshare += ["--user", "--map-root-user"]
@@ -405,12 +406,12 @@ class ContainerProcess:
         return self.exit_code
 
     def kill(self) -> None:
-        """SIGKILL the process group; in namespace mode that ends the whole container view."""
+        """SIGKILL the process group; in namespace mode that ends the whole container view.
+
+        Only the group signal: Popen.kill() would poll() first and could reap the child under
+        asyncio's child watcher, which then reports exit code 255 instead of 137."""
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self._proc.pid, signal.SIGKILL)
-        if self._proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self._proc.kill()
 
     async def terminate(self) -> int:
         self.kill()

@@ -7,6 +7,7 @@ tick of the log reader) or when `limitBytes` is used up.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -57,12 +58,8 @@ def parse_options(request: web.BaseRequest, pod_name: str, runtime: PodRuntime) 
             kind, pod_name, "sinceSeconds", since_seconds, "must be greater than 0"
         )
     if since_seconds is not None and since_text:
-        raise status.invalid(
-            kind,
-            pod_name,
-            "",
-            None,
-            "at most one of `sinceTime` or `sinceSeconds` may be specified",
+        raise status.forbidden_field(
+            kind, pod_name, "", "at most one of `sinceTime` or `sinceSeconds` may be specified"
         )
     since = None
     if since_text:
@@ -106,10 +103,8 @@ async def serve(request: web.Request, pod: podspec.Pod, runtime: PodRuntime) -> 
     await response.prepare(request)
     if container is None:  # an init or ephemeral container: nothing ran here
         return response
-    follow = options.follow and state.state == "running"
-    if follow != options.follow:
-        options = LogOptions(False, options.tail_lines, options.since, options.timestamps,
-                             options.limit_bytes)  # fmt: skip
+    if state.state != "running":  # a finished container's log is complete: nothing to follow
+        options = dataclasses.replace(options, follow=False)
     runtime.metrics.sessions.labels("log", "http").inc()
     runtime.metrics.active.labels("log").inc()
     try:

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 FOLLOW_TICK = 2.0  # seconds a follower waits before yielding a keep-alive b"" to its reader
+DEFAULT_MAX_BYTES = 10 << 20  # kubelet's default containerLogMaxSize
 
 
 def format_time(when: datetime) -> str:
@@ -72,16 +73,27 @@ class LogOptions:
 
 
 class ContainerLog:
-    """Append-only log of one container; appends wake every follower."""
+    """Append-only log of one container; appends wake every follower.
 
-    def __init__(self, path: Path, clock: Callable[[], datetime] | None = None) -> None:
+    Like kubelet, the file is rotated when it reaches `max_bytes` (one rotated file, `.1`, is
+    kept), so a chatty container cannot fill the disk; reads span both files."""
+
+    def __init__(
+        self,
+        path: Path,
+        clock: Callable[[], datetime] | None = None,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> None:
         self.path = path
+        self.rotated = path.with_name(path.name + ".1")
+        self.generation = 0  # bumped by every rotation
         self._clock = clock or (lambda: datetime.now(UTC))
         self._changed = asyncio.Event()
-        self._pending: dict[str, bytes] = {}
+        self._max_bytes = max_bytes
         self.closed = False
         path.parent.mkdir(parents=True, exist_ok=True)
         path.touch(exist_ok=True)
+        self._written = path.stat().st_size
 
     def append(self, stream: str, data: bytes, when: datetime | None = None) -> None:
         """Write output of `stream`; complete lines become F records, a tail a P record."""
@@ -97,6 +109,12 @@ class ContainerLog:
             out += stamp + b" " + tag + b" P " + lines[-1] + b"\n"
         with self.path.open("ab") as handle:
             handle.write(out)
+        self._written += len(out)
+        if self._written >= self._max_bytes:
+            self.path.replace(self.rotated)
+            self.path.touch()
+            self.generation += 1
+            self._written = 0
         self._wake()
 
     def close(self) -> None:
@@ -115,26 +133,16 @@ class ContainerLog:
             return 0
 
     def records(self) -> list[Record]:
-        return [r for line in self._read_from(0)[0] if (r := parse_record(line)) is not None]
-
-    def _read_from(self, offset: int) -> tuple[list[bytes], int]:
-        """Complete lines from byte `offset`, and the offset after the last one."""
-        try:
-            with self.path.open("rb") as handle:
-                handle.seek(offset)
-                data = handle.read()
-        except FileNotFoundError:  # the pod was deleted and its directory removed
-            return [], offset
-        end = data.rfind(b"\n")
-        if end < 0:
-            return [], offset
-        return data[:end].split(b"\n"), offset + end + 1
+        lines = _read_lines(self.rotated, 0)[0] + _read_lines(self.path, 0)[0]
+        return [r for line in lines if (r := parse_record(line)) is not None]
 
     async def read(self, options: LogOptions) -> AsyncIterator[bytes]:
         """The rendered log; with `follow`, new records as they come, b"" as keep-alive ticks."""
         budget = options.limit_bytes
         changed = self._changed
-        lines, offset = self._read_from(0)
+        generation = self.generation
+        lines, offset = _read_lines(self.path, 0)
+        lines = _read_lines(self.rotated, 0)[0] + lines
         selected = [r for line in lines if (r := parse_record(line)) is not None]
         if options.since is not None:
             selected = [r for r in selected if r.time >= options.since]
@@ -147,7 +155,7 @@ class ContainerLog:
             if budget == 0:
                 return
         while options.follow:
-            if self.closed and offset >= self._size():
+            if self.closed and generation == self.generation and offset >= self._size():
                 return
             try:
                 await asyncio.wait_for(changed.wait(), FOLLOW_TICK)
@@ -155,8 +163,13 @@ class ContainerLog:
                 yield b""
                 continue
             changed = self._changed
-            lines, offset = self._read_from(offset)
-            for line in lines:
+            lines = []
+            if generation != self.generation:  # rotated: finish the old file first
+                if generation + 1 == self.generation:
+                    lines = _read_lines(self.rotated, offset)[0]
+                generation, offset = self.generation, 0
+            more, offset = _read_lines(self.path, offset)
+            for line in lines + more:
                 record = parse_record(line)
                 if record is None or (options.since is not None and record.time < options.since):
                     continue
@@ -164,6 +177,20 @@ class ContainerLog:
                 yield chunk
                 if budget == 0:
                     return
+
+
+def _read_lines(path: Path, offset: int) -> tuple[list[bytes], int]:
+    """Complete lines of `path` from byte `offset`, and the offset after the last one."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(offset)
+            data = handle.read()
+    except FileNotFoundError:  # not rotated yet, or the pod's directory is gone
+        return [], offset
+    end = data.rfind(b"\n")
+    if end < 0:
+        return [], offset
+    return data[:end].split(b"\n"), offset + end + 1
 
 
 def _tail(records: list[Record], count: int) -> list[Record]:

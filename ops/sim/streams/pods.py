@@ -257,7 +257,9 @@ class RuntimePod:
         self.namespace = podspec.namespace(pod)
         self.name = podspec.name(pod)
         self.uid = podspec.uid(pod)
-        self.dir = base_dir / self.namespace / self.name
+        # The uid keeps a re-created pod of the same name clear of its predecessor's cleanup.
+        folder = f"{self.name}-{self.uid[:8]}" if self.uid else self.name
+        self.dir = base_dir / self.namespace / folder
         self.removed = asyncio.Event()
         self.running = False
         self.ports: dict[int, tuple[str, int]] = {}

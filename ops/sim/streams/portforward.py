@@ -15,12 +15,13 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from ops.sim.streams import podspec, spdy, status, upgrade
+from ops.sim.streams import podspec, portforward_websocket, spdy, status, upgrade
 from ops.sim.streams.errors import SessionClosedError, UpgradeRefusedError
 from ops.sim.streams.spdy_session import ByteChannel, SpdySession, SpdyStream
 from ops.sim.streams.transports import WebSocketBytes
@@ -36,6 +37,7 @@ TUNNEL_PREFIX = "SPDY/3.1+"
 STREAM_CREATION_TIMEOUT = 30.0
 CONNECT_TIMEOUT = 10.0
 COPY_CHUNK = 32 * 1024
+WS_HEARTBEAT = 30.0
 
 
 @dataclass
@@ -76,8 +78,8 @@ class Forwarder:
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
 
-    def _spawn(self, coro: object, name: str) -> None:
-        task = asyncio.get_running_loop().create_task(coro, name=name)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -209,17 +211,18 @@ async def serve(request: web.Request, pod: podspec.Pod, runtime: PodRuntime) -> 
 
     channel: ByteChannel
     if upgrade.is_websocket(request):
-        requested = upgrade.websocket_protocols(request)
         tunnels = _tunnel_protocols(request) if runtime.websockets else []
-        if not tunnels:
-            raise upgrade.websocket_refused(requested, [PROTOCOL])
+        if not tunnels:  # kube-apiserver hands these to kubelet's channel protocol
+            return await portforward_websocket.serve(request, runtime_pod, runtime.metrics)
         if PROTOCOL not in tunnels:
             raise UpgradeRefusedError(
                 403,
                 f"unable to upgrade: unable to negotiate protocol: client supports "
                 f"[{' '.join(tunnels)}], server accepts [{PROTOCOL}]",
             )
-        ws = web.WebSocketResponse(protocols=(TUNNEL_PREFIX + PROTOCOL,), max_msg_size=16 << 20)
+        ws = web.WebSocketResponse(
+            protocols=(TUNNEL_PREFIX + PROTOCOL,), heartbeat=WS_HEARTBEAT, max_msg_size=16 << 20
+        )
         await ws.prepare(request)
         channel, response, transport = WebSocketBytes(ws), ws, "websocket"
     elif upgrade.is_spdy(request):
@@ -242,6 +245,8 @@ async def serve(request: web.Request, pod: podspec.Pod, runtime: PodRuntime) -> 
             log.info("pod deleted; closing port-forward", extra={"pod": runtime_pod.key})
             with contextlib.suppress(SessionClosedError):
                 await session.goaway(spdy.GoAwayStatus.OK)
+    except Exception:  # a bug here must not leave kubectl hanging on an open tunnel
+        log.exception("port-forward session failed", extra={"pod": runtime_pod.key})
     finally:
         await forwarder.shutdown()
         await session.close()

@@ -85,14 +85,6 @@ class SpdyStream:
             self._space.set()
         return chunk
 
-    async def read_all(self, limit: int = 1 << 20) -> bytes:
-        out = bytearray()
-        while chunk := await self.read():
-            out += chunk
-            if len(out) > limit:
-                raise SpdyProtocolError(f"stream {self.id} sent more than {limit} bytes")
-        return bytes(out)
-
     async def write(self, data: bytes) -> None:
         if self.local_closed:
             raise SessionClosedError(f"stream {self.id} is closed for writing")
@@ -186,7 +178,8 @@ class SpdySession:
                     await self._dispatch(frame)
         except SpdyProtocolError as exc:
             log.info("spdy protocol error, going away", extra={"error": str(exc)})
-            await self._send_quietly(spdy.GoAwayFrame(self._last_peer_stream, exc.status))
+            status = spdy.GoAwayStatus.PROTOCOL_ERROR  # exc.status is an RST code, not GOAWAY's
+            await self._send_quietly(spdy.GoAwayFrame(self._last_peer_stream, status))
         except (ConnectionError, SessionClosedError) as exc:
             log.debug("spdy channel ended", extra={"error": str(exc)})
         finally:

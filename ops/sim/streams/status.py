@@ -69,9 +69,17 @@ def not_found(message: str) -> StreamStatusError:
 def invalid(kind: str, name: str, field: str, value: Any, detail: str) -> StreamStatusError:
     """422 for request options that fail validation (e.g. PodLogOptions tailLines=-1)."""
     shown = json.dumps(value) if isinstance(value, str) else value
-    message = f'{kind} "{name}" is invalid: {field}: Invalid value: {shown}: {detail}'
-    cause = {"reason": "FieldValueInvalid", "message": f"Invalid value: {shown}: {detail}"}
-    cause["field"] = field
+    return _invalid(kind, name, field, "FieldValueInvalid", f"Invalid value: {shown}: {detail}")
+
+
+def forbidden_field(kind: str, name: str, field: str, detail: str) -> StreamStatusError:
+    """422 for a combination of options that is not allowed (field.Forbidden)."""
+    return _invalid(kind, name, field, "FieldValueForbidden", f"Forbidden: {detail}")
+
+
+def _invalid(kind: str, name: str, field: str, reason: str, text: str) -> StreamStatusError:
+    message = f'{kind} "{name}" is invalid: {field}: {text}'
+    cause = {"reason": reason, "message": text, "field": field}
     return StreamStatusError(
         422, "Invalid", message, {"name": name, "kind": kind, "causes": [cause]}
     )

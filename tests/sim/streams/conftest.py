@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from ops.sim.runtime import PodRuntime
-from tests.sim.streams.kube import KUBECTL, Kubectl, MiniApiServer, Tls
+from tests import tools
+from tests.sim.streams.kube import Kubectl, MiniApiServer, Tls
 
 
 @pytest.fixture(scope="session")
@@ -34,10 +34,13 @@ async def apiserver(runtime: PodRuntime, tls: Tls, tmp_path: Path) -> AsyncItera
     await server.stop()
 
 
-@pytest.fixture
-def kubectl(apiserver: MiniApiServer, tmp_path: Path) -> Kubectl:
-    if shutil.which(KUBECTL) is None:
-        pytest.skip(f"kubectl not found at {KUBECTL}")
+@pytest.fixture(params=["1.32", "1.33"])
+def kubectl(request: pytest.FixtureRequest, apiserver: MiniApiServer, tmp_path: Path) -> Kubectl:
+    """Real kubectl, both versions kubegate supports (1.33 comes from tests/tools.py)."""
+    try:
+        binary = tools.kubectl_133() if request.param == "1.33" else tools.kubectl_132()
+    except tools.ToolUnavailableError as exc:
+        pytest.skip(str(exc))
     home = tmp_path / "home"
     home.mkdir()
-    return Kubectl(kubeconfig=apiserver.kubeconfig(), home=home)
+    return Kubectl(kubeconfig=apiserver.kubeconfig(), home=home, binary=str(binary))

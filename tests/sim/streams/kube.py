@@ -33,8 +33,6 @@ from cryptography.x509.oid import NameOID
 from ops.sim import streams
 from ops.sim.runtime import PodRuntime
 
-KUBECTL = os.environ.get("KUBEGATE_TEST_KUBECTL", "/usr/bin/kubectl")
-
 
 @dataclass(frozen=True)
 class Tls:
@@ -301,7 +299,7 @@ class Kubectl:
 
     kubeconfig: Path
     home: Path
-    binary: str = KUBECTL
+    binary: str
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {

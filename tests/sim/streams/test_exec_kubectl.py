@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from tests.sim.streams.kube import Kubectl, MiniApiServer, PtyDriver, pod_manifest
+from tests.sim.streams.kube import Kubectl, MiniApiServer, PtyDriver, eventually, pod_manifest
 
 pytestmark = pytest.mark.e2e
 
@@ -44,13 +46,13 @@ async def test_exec_with_piped_stdin_sees_eof(
     assert out.split() == ["5000", "done"]
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_exec_tty_runs_on_a_terminal_of_the_clients_size(
-    apiserver: MiniApiServer, kubectl: Kubectl
+    apiserver: MiniApiServer, kubectl: Kubectl, transport: str
 ) -> None:
     apiserver.add_pod(pod_manifest("exec-tty"))
-    driver = await PtyDriver.start(
-        [kubectl.binary, "exec", "-it", "exec-tty", "--", "sh"], kubectl.env(), rows=33, cols=101
-    )
+    argv = [kubectl.binary, "exec", "-it", "exec-tty", "--", "sh"]
+    driver = await PtyDriver.start(argv, kubectl.env(**TRANSPORTS[transport]), rows=33, cols=101)
     await driver.expect(b"# ")
     driver.send(b"tty; echo $((6*7))\r")
     await driver.expect(b"42")
@@ -111,3 +113,16 @@ async def test_exec_into_a_pod_whose_container_waits(
     code, _, err = await kubectl.run("exec", "exec-waiting", "--", "true")
     assert code == 1
     assert 'container not found ("main")' in err
+
+
+async def test_deleting_the_pod_kills_an_exec_with_137(
+    apiserver: MiniApiServer, kubectl: Kubectl
+) -> None:
+    apiserver.add_pod(pod_manifest("exec-killed"))
+    proc = await kubectl.start("exec", "exec-killed", "--", "sleep", "600")
+    container = apiserver.runtime.pods()[0].containers["main"]
+    await eventually(lambda: len(container.execs) == 1, "the exec'd sleep")
+    apiserver.delete_pod("default", "exec-killed")
+    assert await asyncio.wait_for(proc.wait(), 30) == 137
+    assert proc.stderr is not None
+    assert b"command terminated with exit code 137" in await proc.stderr.read()
