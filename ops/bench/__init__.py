@@ -1,0 +1,1 @@
+"""Benchmarks: timing goals measured here, printed as JSON, never asserted in tests."""
