@@ -338,7 +338,7 @@ def audit_runner(
     *,
     registry: CollectorRegistry,
     name: str = "audit",
-    batch_size: int = 20000,
+    batch_size: int = 10000,
     **options: Any,
 ) -> ProjectionRunner:
     """A runner feeding `store` from both streams, resuming after its stored positions."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import tempfile
 import time
@@ -86,6 +87,12 @@ async def _publish(js: nats.js.JetStreamContext, events: list[ev.Event]) -> None
 
 async def measure_audit_ingest(n_events: int = 200_000, workdir: Path | None = None) -> float:
     """audit_ingest_events_per_s: JetStream -> DuckDB for `n_events` already in the log."""
+    rate, _ = await _measure(n_events, workdir)
+    return rate
+
+
+async def _measure(n_events: int, workdir: Path | None) -> tuple[float, float]:
+    """(events per second, CPU microseconds per event in this process) of one ingest."""
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         base = Path(tmp)
         server = await asyncio.to_thread(EmbeddedNats(data_dir=base / "nats").start)
@@ -98,10 +105,11 @@ async def measure_audit_ingest(n_events: int = 200_000, workdir: Path | None = N
                 store = AuditStore(base / "audit.duckdb")
                 try:
                     runner = audit_runner(nc, store, registry=CollectorRegistry())
-                    started = time.perf_counter()
+                    started, cpu = time.perf_counter(), time.process_time()
                     async with runner:
                         await runner.wait_caught_up()
                     elapsed = time.perf_counter() - started
+                    cpu = time.process_time() - cpu
                     stored = sum(store.positions().values())
                     if stored != n_events:
                         raise RuntimeError(f"stored up to {stored} of {n_events} events")
@@ -111,15 +119,21 @@ async def measure_audit_ingest(n_events: int = 200_000, workdir: Path | None = N
                 await nc.close()
         finally:
             server.stop()
-    return n_events / elapsed
+    return n_events / elapsed, cpu / n_events * 1e6
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=200_000)
     args = parser.parse_args(argv)
-    rate = asyncio.run(measure_audit_ingest(args.events))
-    print(json.dumps({"audit_ingest_events_per_s": round(rate), "events": args.events}))
+    rate, cpu_us = asyncio.run(_measure(args.events, None))
+    result = {
+        "audit_ingest_events_per_s": round(rate),
+        "events": args.events,
+        "cpu_us_per_event": round(cpu_us, 1),
+        "load_average_1m": round(os.getloadavg()[0], 2),
+    }
+    print(json.dumps(result))
     return 0
 
 

@@ -239,3 +239,27 @@ async def test_a_failing_model_stops_the_runner(evlog) -> None:
     assert not runner.caught_up and not runner.running
     assert model.seqs() == [1]
     await runner.stop()
+
+
+async def test_idle_heartbeats_keep_contact_fresh(evlog) -> None:
+    await publish(evlog.js, users("hb", 3))
+    async with ProjectionRunner(
+        evlog.nc,
+        Collect(),
+        name="h",
+        registry=CollectorRegistry(),
+        heartbeat_s=0.2,
+        pull_expires_s=0.6,
+    ) as runner:
+        async with asyncio.timeout(20):
+            await runner.wait_caught_up()
+        first = runner.last_contact
+        assert first is not None
+        await eventually(
+            lambda: runner.last_contact > first + 1.5,
+            "no heartbeat refreshed the contact while the log was idle",
+        )
+        # pulls expired (408) and were renewed several times without losing the consumer
+        assert runner.counts()["control"].resets == 0
+        await publish(evlog.js, users("hb", 1, start=3))
+        await eventually(lambda: runner.positions() == {"control": 4}, "a later event not applied")
