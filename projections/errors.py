@@ -23,6 +23,27 @@ class ModelFailedError(ProjectionError):
         self.seq = seq
 
 
+class LogPositionError(ProjectionError):
+    """The model's position does not fit the log: it is past the stream's end (the stream was
+    recreated or restored from an older backup) or before its first message (records gone).
+
+    Either way the model cannot be brought up to date exactly, so the runner stops.
+    """
+
+    def __init__(
+        self, projection: str, stream: str, position: int, first_seq: int, last_seq: int
+    ) -> None:
+        super().__init__(
+            f"projection {projection} holds {stream} up to seq {position}, but the stream holds"
+            f" seq {first_seq}..{last_seq}"
+        )
+        self.projection = projection
+        self.stream = stream
+        self.position = position
+        self.first_seq = first_seq
+        self.last_seq = last_seq
+
+
 class AuditError(ProjectionError):
     """Root of audit store failures."""
 

@@ -43,7 +43,7 @@ from prometheus_client import CollectorRegistry
 from broker import subjects
 from domain import codec
 from domain.errors import MalformedEventError
-from projections.errors import ModelFailedError
+from projections.errors import LogPositionError, ModelFailedError
 from projections.metrics import metrics_for
 from projections.records import LogRecord, Malformed
 
@@ -270,9 +270,15 @@ class _Follower:
     async def open(self) -> None:
         runner = self.runner
         js = runner.js
+        state = (await js.stream_info(self.stream_name)).state
+        ahead = self.accepted > state.last_seq
+        lost = state.messages > 0 and self.accepted < state.first_seq - 1
+        if ahead or lost:
+            raise LogPositionError(
+                runner.name, self.stream, self.accepted, state.first_seq, state.last_seq
+            )
         if self.target is None:
-            info = await js.stream_info(self.stream_name)
-            self.target = info.state.last_seq
+            self.target = state.last_seq
             self.server_pending = max(0, self.target - self.accepted)
             if self.target <= self.applied:
                 self.mark_head(runner.clock(), self.accepted)
@@ -521,16 +527,17 @@ class ProjectionRunner:
         except asyncio.CancelledError:
             if not task.cancelled():
                 raise
-        except ModelFailedError:
+        except Exception:  # kept in `failed` and logged by _run
             pass
 
     async def wait(self) -> None:
-        """Until the runner stops; raises `ModelFailedError` if a model error stopped it."""
+        """Until the runner stops; raises `ModelFailedError` or `LogPositionError` if that is
+        what stopped it."""
         if self._task is not None:
             await self._task
 
     async def wait_caught_up(self) -> None:
-        """Until caught up; raises `ModelFailedError` if the runner dies first (bound the wait
+        """Until caught up; raises what stopped the runner if it dies first (bound the wait
         with `asyncio.timeout`)."""
         waiter = asyncio.ensure_future(self.caught_up_event.wait())
         tasks: set[asyncio.Future[Any]] = {waiter}

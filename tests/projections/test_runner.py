@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry
 
 from domain import events as ev
 from domain.codec import UnknownEvent
-from projections.errors import ModelFailedError
+from projections.errors import LogPositionError, ModelFailedError
 from projections.records import LogRecord, Malformed
 from projections.runner import ProjectionRunner
 from tests.projections.helpers import eventually, kubectl_requests, publish, publish_many, users
@@ -263,3 +263,17 @@ async def test_idle_heartbeats_keep_contact_fresh(evlog) -> None:
         assert runner.counts()["control"].resets == 0
         await publish(evlog.js, users("hb", 1, start=3))
         await eventually(lambda: runner.positions() == {"control": 4}, "a later event not applied")
+
+
+async def test_a_position_past_the_end_of_the_log_stops_the_runner(evlog) -> None:
+    await publish(evlog.js, users("ahead", 4))
+    runner = ProjectionRunner(
+        evlog.nc, Collect(), name="a", registry=CollectorRegistry(), start_after={"control": 9}
+    )
+    await runner.start()
+    with pytest.raises(LogPositionError) as failed:
+        async with asyncio.timeout(20):
+            await runner.wait_caught_up()
+    assert (failed.value.position, failed.value.last_seq) == (9, 4)
+    assert not runner.caught_up and isinstance(runner.failed, LogPositionError)
+    await runner.stop()
