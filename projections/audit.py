@@ -95,15 +95,21 @@ class AuditStore:
             self._db = duckdb.connect(self.path, config={"enable_external_access": False})
         except duckdb.Error as exc:
             raise AuditError(f"cannot open audit store {self.path}: {exc}") from exc
-        self._db.execute("SET GLOBAL TimeZone = 'UTC'")
         self._write_lock = threading.Lock()
         self._tables = schema.TABLES
         self._insert_sql = {family: t.insert_sql() for family, t in self._tables.items()}
-        self._migrate()
-        self._db.execute("SET lock_configuration = true")
-        self._positions: dict[str, int] = dict(
-            self._db.execute("SELECT stream, seq FROM positions").fetchall()
-        )
+        try:
+            self._db.execute("SET GLOBAL TimeZone = 'UTC'")
+            self._migrate()
+            self._db.execute("SET lock_configuration = true")
+            self._positions: dict[str, int] = dict(
+                self._db.execute("SELECT stream, seq FROM positions").fetchall()
+            )
+        except BaseException as exc:
+            self._db.close()
+            if isinstance(exc, duckdb.Error):
+                raise AuditError(f"cannot prepare audit store {self.path}: {exc}") from exc
+            raise
 
     # --- schema -------------------------------------------------------------------------------
 
@@ -279,7 +285,10 @@ class AuditStore:
             raise QueryRefusedError(f"expected one statement, got {len(statements)}", kinds)
         if statements[0].type not in _READ_STATEMENTS:
             raise QueryRefusedError(f"{kinds[0]} is not a read statement", kinds)
-        cur = self._db.cursor()
+        try:
+            cur = self._db.cursor()
+        except duckdb.Error as exc:
+            raise QueryFailedError(str(exc)) from exc
         timer = threading.Timer(timeout_s, cur.interrupt)
         timer.start()
         try:

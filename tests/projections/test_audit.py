@@ -282,6 +282,12 @@ def test_query_cannot_reach_files_and_reports_errors(tmp_path) -> None:
             store.query("SELECT no_such_column FROM user_events")
         with pytest.raises(QueryFailedError):
             store.query("SELEC nonsense")
+        with pytest.raises(QueryFailedError):
+            store.query("SELECT * FROM query('DROP TABLE user_events')")
+        assert one(store, "SELECT count(*) FROM user_events") == (0,)
+        with pytest.raises(QueryFailedError) as interrupted:
+            store.query("SELECT sum(range) FROM range(100000000000)", timeout_s=0.2)
+        assert "interrupt" in str(interrupted.value).lower()
         store.write([record(i + 1, e) for i, e in enumerate(users("lim", 5))])
         with pytest.raises(QueryRefusedError):
             store.query("SELECT * FROM user_events", max_rows=4)
