@@ -14,6 +14,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from projections.runner import ProjectionRunner
 log = logging.getLogger("kubegate.projections.audit")
 
 _READ_STATEMENTS = {duckdb.StatementType.SELECT}
+_envelope = msgspec.json.Decoder(codec.Envelope)
 
 
 class _Columns:
@@ -46,24 +48,42 @@ class _Columns:
         self.sources: list[str | None] = []
 
 
+@dataclass
 class _RawColumns:
-    __slots__ = ("errors", "ids", "kinds", "raws", "schemas", "seqs", "subjects", "texts")
-    __slots__ += ("times", "types")
+    """Parallel lists for raw_events rows."""
 
-    def __init__(self) -> None:
-        for name in self.__slots__:
-            setattr(self, name, [])
+    seqs: list[int] = field(default_factory=list)
+    subjects: list[str] = field(default_factory=list)
+    times: list[int] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)
+    types: list[str | None] = field(default_factory=list)
+    ids: list[str | None] = field(default_factory=list)
+    schemas: list[int | None] = field(default_factory=list)
+    errors: list[str | None] = field(default_factory=list)
+    raws: list[bytes] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
 
-    def add(self, record: LogRecord, kind: str, error: str = "") -> None:
+    def add(self, record: LogRecord, kind: str, error: str | None = None) -> None:
         event = record.event
+        if isinstance(event, events.Event):
+            etype, eid, schema_v = type(event).__name__, event.id, event.schema
+        elif isinstance(event, codec.UnknownEvent):
+            etype, eid, schema_v = event.type, event.id, event.schema
+        else:  # malformed: the envelope may still say what it meant to be
+            try:
+                env = _envelope.decode(record.raw)
+                etype, eid, schema_v = env.type, env.id, env.schema
+            except msgspec.DecodeError:
+                etype = eid = schema_v = None
+            error = error or getattr(event, "error", None)
         self.seqs.append(record.seq)
         self.subjects.append(record.subject)
         self.times.append(record.time_ns)
         self.kinds.append(kind)
-        self.types.append(getattr(event, "type", None) or type(event).__name__)
-        self.ids.append(getattr(event, "id", None))
-        self.schemas.append(getattr(event, "schema", None))
-        self.errors.append(error or getattr(event, "error", None))
+        self.types.append(etype)
+        self.ids.append(eid)
+        self.schemas.append(schema_v)
+        self.errors.append(error)
         self.raws.append(record.raw)
         self.texts.append(record.raw.decode("utf-8", errors="replace"))
 
@@ -176,7 +196,7 @@ class AuditStore:
         return written
 
     def _write_stream(self, stream: str, records: list[LogRecord]) -> int:
-        last = records[-1].seq
+        last = max(r.seq for r in records)
         families: dict[str, _Columns] = {}
         raw = _RawColumns()
         event_base = events.Event
@@ -327,9 +347,6 @@ class AuditStore:
 
 def _normal(sql_type: str) -> str:
     return sql_type.upper().replace(" ", "").replace("TIMESTAMPWITHTIMEZONE", "TIMESTAMPTZ")
-
-
-_envelope = msgspec.json.Decoder(codec.Envelope)
 
 
 def _typing_source(text: str, event: events.Event) -> str | None:

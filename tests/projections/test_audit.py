@@ -178,12 +178,14 @@ def test_malformed_and_unknown_go_to_raw_events(tmp_path) -> None:
                 bad(2, b'{"type":"HologramBooked","id":"h1","time":"2025-03-01T12:00:00Z",'
                 b'"actor":"bob"}'),
                 record(3, users("raw", 1)[0]),
+                bad(4, b'{"type":"UserRegistered","id":"u-half","schema":1}'),
             ]
         )  # fmt: skip
         _, rows = store.query("SELECT seq, kind, type, id, raw, error FROM raw_events ORDER BY seq")
         assert [r[:4] for r in rows] == [
-            (1, "malformed", "Malformed", None),
+            (1, "malformed", None, None),
             (2, "unknown", "HologramBooked", "h1"),
+            (4, "malformed", "UserRegistered", "u-half"),
         ]
         assert rows[0][4] == b"\xff\xfe garbage" and "not an event" in rows[0][5]
         _, rows = store.query("SELECT seq, type, actor, time FROM events ORDER BY seq")
@@ -191,7 +193,7 @@ def test_malformed_and_unknown_go_to_raw_events(tmp_path) -> None:
             (2, "HologramBooked", "bob", datetime(2025, 3, 1, 12, tzinfo=UTC)),
             (3, "UserRegistered", "admin", T0),
         ]
-        assert store.positions() == {"control": 3}
+        assert store.positions() == {"control": 4}
 
 
 def test_a_row_duckdb_refuses_is_kept_raw_and_the_rest_stored(tmp_path) -> None:
