@@ -1,0 +1,279 @@
+"""The runner hands every log record to its model once, in order, and knows where it stands."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from domain import events as ev
+from domain.codec import UnknownEvent
+from projections.errors import LogPositionError, ModelFailedError
+from projections.records import LogRecord, Malformed
+from projections.runner import ProjectionRunner
+from tests.projections.helpers import eventually, kubectl_requests, publish, publish_many, users
+
+
+class Collect:
+    """Keeps every record it is handed."""
+
+    def __init__(self) -> None:
+        self.records: list[LogRecord] = []
+
+    def apply(self, record: LogRecord) -> None:
+        self.records.append(record)
+
+    def seqs(self, stream: str = "control") -> list[int]:
+        return [r.seq for r in self.records if r.stream == stream]
+
+
+class Gated(Collect):
+    """A batch model that holds each batch until the test opens the gate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.waiting = 0
+
+    async def apply_batch(self, records: list[LogRecord]) -> None:
+        self.waiting += 1
+        await self.gate.wait()
+        self.records.extend(records)
+
+
+def sample(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
+    return registry.get_sample_value(name, labels)
+
+
+async def test_applies_every_record_in_order_and_catches_up(evlog) -> None:
+    await publish(evlog.js, users("ord", 30))
+    model, registry = Collect(), CollectorRegistry()
+    async with ProjectionRunner(
+        evlog.nc, model, name="t", registry=registry, batch_size=7
+    ) as runner:
+        async with asyncio.timeout(20):
+            await runner.wait_caught_up()
+        assert runner.caught_up
+        assert model.seqs() == list(range(1, 31))
+        assert [r.event.user for r in model.records] == [f"ord-user{i}" for i in range(30)]
+        assert runner.positions() == {"control": 30}
+        assert model.records[0].time.tzinfo is not None
+
+        await publish(evlog.js, users("ord", 5, start=30))
+        await eventually(lambda: len(model.records) == 35, lambda: f"{model.seqs()}")
+        assert model.seqs() == list(range(1, 36))
+        assert runner.caught_up
+        await eventually(lambda: runner.lags() == {"control": 0}, lambda: f"{runner.lags()}")
+        assert (
+            sample(
+                registry,
+                "kubegate_projection_applied_events_total",
+                projection="t",
+                stream="control",
+            )
+            == 35
+        )
+        assert (
+            sample(registry, "kubegate_projection_position", projection="t", stream="control") == 35
+        )
+        assert sample(registry, "kubegate_projection_caught_up", projection="t") == 1
+        assert runner.staleness() < float("inf")
+    assert not runner.caught_up
+    assert runner.staleness() == float("inf")
+
+
+async def test_not_caught_up_until_the_start_position_is_applied(evlog) -> None:
+    await publish(evlog.js, users("gate", 12))
+    model, registry = Gated(), CollectorRegistry()
+    async with ProjectionRunner(
+        evlog.nc, model, name="g", registry=registry, batch_size=5
+    ) as runner:
+        await eventually(lambda: model.waiting >= 1, "the model was never handed a batch")
+        assert not runner.caught_up
+        assert runner.last_contact is None
+        assert runner.lags()["control"] > 0
+        assert (
+            sample(registry, "kubegate_projection_lag_events", projection="g", stream="control") > 0
+        )
+        assert sample(registry, "kubegate_projection_caught_up", projection="g") == 0
+        model.gate.set()
+        async with asyncio.timeout(20):
+            await runner.wait_caught_up()
+        assert model.seqs() == list(range(1, 13))
+
+
+async def test_empty_log_is_caught_up_at_once(evlog) -> None:
+    async with ProjectionRunner(
+        evlog.nc, Collect(), name="e", registry=CollectorRegistry(), streams=("control", "activity")
+    ) as runner:
+        async with asyncio.timeout(20):
+            await runner.wait_caught_up()
+        assert runner.positions() == {"control": 0, "activity": 0}
+
+
+async def test_starts_after_a_given_position_per_stream(evlog) -> None:
+    await publish(evlog.js, users("pos", 10))
+    await publish_many(evlog.js, kubectl_requests("pos", 20))
+    model = Collect()
+    async with ProjectionRunner(
+        evlog.nc,
+        model,
+        name="p",
+        registry=CollectorRegistry(),
+        streams=("control", "activity"),
+        start_after={"control": 6, "activity": 15},
+    ) as runner:
+        async with asyncio.timeout(20):
+            await runner.wait_caught_up()
+        assert model.seqs("control") == [7, 8, 9, 10]
+        assert model.seqs("activity") == [16, 17, 18, 19, 20]
+        assert runner.positions() == {"control": 10, "activity": 20}
+
+
+async def test_malformed_and_unknown_events_are_counted_and_later_events_apply(evlog) -> None:
+    await publish(evlog.js, users("bad", 1))
+    await evlog.js.publish("kg.evt.user.x", b"\xff not json at all")
+    await evlog.js.publish("kg.evt.user.y", b'{"type":"UserRegistered","id":"no-fields"}')
+    await evlog.js.publish("kg.evt.future.z", b'{"type":"HologramBooked","id":"h1","schema":1}')
+    await evlog.js.publish("kg.evt.user.bad-user0", b'{"type":"UserRegistered","schema":9}')
+    await publish(evlog.js, users("bad", 1, start=1))
+    model, registry = Collect(), CollectorRegistry()
+    async with ProjectionRunner(evlog.nc, model, name="m", registry=registry) as runner:
+        async with asyncio.timeout(20):
+            await runner.wait_caught_up()
+        kinds = [type(r.event) for r in model.records]
+        assert kinds == [
+            ev.UserRegistered,
+            Malformed,
+            Malformed,
+            UnknownEvent,
+            UnknownEvent,
+            ev.UserRegistered,
+        ]
+        assert model.records[1].raw == b"\xff not json at all"
+        assert model.records[3].event.type == "HologramBooked"
+        assert model.records[-1].event.user == "bad-user1"
+        counts = runner.counts()["control"]
+        assert (counts.applied, counts.malformed, counts.unknown) == (6, 2, 2)
+        labels = {"projection": "m", "stream": "control"}
+        assert registry.get_sample_value("kubegate_projection_malformed_events_total", labels) == 2
+        assert registry.get_sample_value("kubegate_projection_unknown_events_total", labels) == 2
+
+
+async def test_resumes_after_the_server_restarts_without_gaps_or_duplicates(evlog) -> None:
+    await publish_many(evlog.js, kubectl_requests("rs", 300))
+    await publish(evlog.js, users("rs", 20))
+    model, registry = Collect(), CollectorRegistry()
+    async with ProjectionRunner(
+        evlog.nc,
+        model,
+        name="r",
+        registry=registry,
+        streams=("control", "activity"),
+        batch_size=50,
+        heartbeat_s=0.25,
+        pull_expires_s=5,
+    ) as runner:
+        async with asyncio.timeout(20):
+            await runner.wait_caught_up()
+        contact_before = runner.last_contact
+        assert contact_before is not None
+
+        await asyncio.to_thread(evlog.server.stop)
+        await eventually(
+            lambda: runner.staleness() > 1.0, "staleness did not grow while the log was gone"
+        )
+        await asyncio.to_thread(evlog.server.start)
+        await eventually(lambda: evlog.nc.is_connected, "client did not reconnect")
+        await publish_many(evlog.js, kubectl_requests("rs", 200, start=300))
+        await publish(evlog.js, users("rs", 10, start=20))
+
+        await eventually(
+            lambda: len(model.records) == 530,
+            lambda: f"{len(model.records)} records, counts {runner.counts()}",
+        )
+        assert model.seqs("activity") == list(range(1, 501))
+        assert model.seqs("control") == list(range(1, 31))
+        await eventually(lambda: runner.staleness() < 1.0, "contact was not restored")
+        assert runner.last_contact > contact_before
+        assert runner.caught_up
+        resets = sum(c.resets for c in runner.counts().values())
+        assert resets >= 1
+
+
+async def test_resumes_when_its_consumer_is_deleted(evlog) -> None:
+    await publish(evlog.js, users("del", 10))
+    model = Collect()
+    async with ProjectionRunner(evlog.nc, model, name="d", registry=CollectorRegistry()) as runner:
+        async with asyncio.timeout(20):
+            await runner.wait_caught_up()
+        consumers = await evlog.js.consumers_info("KG_CONTROL")
+        assert len(consumers) == 1
+        await evlog.js.delete_consumer("KG_CONTROL", consumers[0].name)
+        await eventually(
+            lambda: runner.counts()["control"].resets >= 1, "the lost consumer went unnoticed"
+        )
+        await publish(evlog.js, users("del", 5, start=10))
+        await eventually(lambda: len(model.records) == 15, lambda: f"{model.seqs()}")
+        assert model.seqs() == list(range(1, 16))
+
+
+async def test_a_failing_model_stops_the_runner(evlog) -> None:
+    await publish(evlog.js, users("fail", 3))
+
+    class Broken(Collect):
+        def apply(self, record: LogRecord) -> None:
+            if record.seq == 2:
+                raise RuntimeError("disk on fire")
+            super().apply(record)
+
+    model = Broken()
+    runner = ProjectionRunner(evlog.nc, model, name="f", registry=CollectorRegistry())
+    await runner.start()
+    with pytest.raises(ModelFailedError) as failed:
+        async with asyncio.timeout(20):
+            await runner.wait_caught_up()
+    assert failed.value.seq == 2
+    assert isinstance(failed.value.__cause__, RuntimeError)
+    assert not runner.caught_up and not runner.running
+    assert model.seqs() == [1]
+    await runner.stop()
+
+
+async def test_idle_heartbeats_keep_contact_fresh(evlog) -> None:
+    await publish(evlog.js, users("hb", 3))
+    async with ProjectionRunner(
+        evlog.nc,
+        Collect(),
+        name="h",
+        registry=CollectorRegistry(),
+        heartbeat_s=0.2,
+        pull_expires_s=0.6,
+    ) as runner:
+        async with asyncio.timeout(20):
+            await runner.wait_caught_up()
+        first = runner.last_contact
+        assert first is not None
+        await eventually(
+            lambda: runner.last_contact > first + 1.5,
+            "no heartbeat refreshed the contact while the log was idle",
+        )
+        # pulls expired (408) and were renewed several times without losing the consumer
+        assert runner.counts()["control"].resets == 0
+        await publish(evlog.js, users("hb", 1, start=3))
+        await eventually(lambda: runner.positions() == {"control": 4}, "a later event not applied")
+
+
+async def test_a_position_past_the_end_of_the_log_stops_the_runner(evlog) -> None:
+    await publish(evlog.js, users("ahead", 4))
+    runner = ProjectionRunner(
+        evlog.nc, Collect(), name="a", registry=CollectorRegistry(), start_after={"control": 9}
+    )
+    await runner.start()
+    with pytest.raises(LogPositionError) as failed:
+        async with asyncio.timeout(20):
+            await runner.wait_caught_up()
+    assert (failed.value.position, failed.value.last_seq) == (9, 4)
+    assert not runner.caught_up and isinstance(runner.failed, LogPositionError)
+    await runner.stop()
