@@ -48,7 +48,8 @@ class BreakGlassRejectedError(CommandRejectedError, PolicyError):
 
     `code` names the rule (`unknown-request`, `not-pending`, `not-approver`,
     `self-approval-disabled`, `reason-required`, `duration-out-of-bounds`, `unknown-user`,
-    `user-disabled`, `unknown-cluster`, `invalid-role`, `approver-disabled`).
+    `user-disabled`, `unknown-cluster`, `invalid-role`, `approver-disabled`,
+    `duplicate-request`).
     """
 
     def __init__(self, code: str, message: str) -> None:
