@@ -111,18 +111,18 @@ def decide(
     if target is None:
         return _deny(403, "unknown-cluster", f"cluster {cluster} is not registered")
     groups = sorted(state.groups_of(user.user))
-    scope = _switch_scope(state.kubectl_disabled, cluster, user.user, groups)
+    scope = switch_scope(state.kubectl_disabled, cluster, user.user, groups)
     if scope is not None:
         return _deny(403, "kubectl-disabled", f"kubectl is disabled {scope}")
     if caller.via == "cli":
-        scope = _switch_scope(state.browser_only, cluster, user.user, groups)
+        scope = switch_scope(state.browser_only, cluster, user.user, groups)
         if scope is not None:
             return _deny(
                 403,
                 "browser-only",
                 f"access is browser-only {scope}: use the kubegate browser shell",
             )
-        scope = _switch_scope(state.console_required, cluster, user.user, groups)
+        scope = switch_scope(state.console_required, cluster, user.user, groups)
         if scope is not None and state.live_session(user.user, now) is None:
             return _deny(
                 403,
@@ -190,7 +190,7 @@ def _credential(
     return None
 
 
-def _switch_scope(table: dict, cluster: str, user: str, groups: list[str]) -> str | None:
+def switch_scope(table: dict, cluster: str, user: str, groups: list[str]) -> str | None:
     """Which switch in `table` applies, as words for a reason; None if none does."""
     if not table:
         return None
