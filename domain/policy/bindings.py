@@ -39,7 +39,7 @@ import msgspec
 from domain.events import Rule
 from domain.policy import roles
 from domain.policy.attributes import TUNNEL_SUBRESOURCES
-from domain.policy.decide import switch_scope
+from domain.policy.decide import applicable_switch
 from domain.policy.rules import read_only
 from domain.policy.state import GrantRecord, PolicyState, require_aware
 
@@ -205,7 +205,7 @@ def effective_grants(
     if record is None or not record.enabled or target is None:
         return []
     groups = sorted(state.groups_of(user))
-    if switch_scope(state.kubectl_disabled, cluster, user, groups) is not None:
+    if applicable_switch(state.kubectl_disabled, cluster, user, groups) is not None:
         return []
     standing_none = state.settings.standing_access != "read-only"
     chosen: dict[str, tuple[GrantRecord, bool]] = {}

@@ -52,7 +52,15 @@ import msgspec
 from domain.policy import roles
 from domain.policy.attributes import RequestAttributes
 from domain.policy.rules import READ_ONLY_VERBS
-from domain.policy.state import ClusterRecord, GrantRecord, PolicyState, UserRecord, require_aware
+from domain.policy.state import (
+    ClusterRecord,
+    GrantRecord,
+    PolicyState,
+    SwitchKey,
+    SwitchRecord,
+    UserRecord,
+    require_aware,
+)
 
 Via = Literal["cli", "browser"]
 
@@ -190,20 +198,33 @@ def _credential(
     return None
 
 
-def switch_scope(table: dict, cluster: str, user: str, groups: list[str]) -> str | None:
-    """Which switch in `table` applies, as words for a reason; None if none does."""
+def applicable_switch(
+    table: dict[SwitchKey, SwitchRecord], cluster: str, user: str, groups: list[str]
+) -> SwitchKey | None:
+    """The switch in `table` that applies to this user on this cluster (global first, then
+    cluster, user, groups in name order), or None."""
     if not table:
         return None
-    if ("global", "") in table:
-        return "globally"
-    if ("cluster", cluster) in table:
-        return f"for cluster {cluster}"
-    if ("user", user) in table:
-        return f"for user {user}"
+    for key in (("global", ""), ("cluster", cluster), ("user", user)):
+        if key in table:
+            return key
     for group in groups:
         if ("group", group) in table:
-            return f"for group {group}"
+            return ("group", group)
     return None
+
+
+def scope_words(key: SwitchKey) -> str:
+    """`globally`, `for cluster prod`, `for user alice`, `for group devs`."""
+    return "globally" if key[0] == "global" else f"for {key[0]} {key[1]}"
+
+
+def switch_scope(
+    table: dict[SwitchKey, SwitchRecord], cluster: str, user: str, groups: list[str]
+) -> str | None:
+    """Which switch in `table` applies, as words for a reason; None if none does."""
+    key = applicable_switch(table, cluster, user, groups)
+    return None if key is None else scope_words(key)
 
 
 def grant_allows(grant: GrantRecord, attrs: RequestAttributes) -> bool:
