@@ -30,6 +30,7 @@ from domain import errors as derr
 from domain import events
 from edge import kubeconfig as kcfg
 from edge.ca import CertificateAuthority
+from projections import errors as perr
 
 log = logging.getLogger("kubegate.edge.admin_api")
 
@@ -431,6 +432,8 @@ async def audit_sql(request: web.Request) -> web.Response:
 # --- wiring -------------------------------------------------------------------------------
 
 _STATUS_BY_ERROR: list[tuple[type[BaseException], int, str]] = [
+    (perr.QueryRefusedError, 400, "query-refused"),
+    (perr.QueryFailedError, 400, "query-failed"),
     (derr.NotFoundError, 404, "not-found"),
     (derr.AlreadyExistsError, 409, "exists"),
     (derr.CommandRejectedError, 400, "rejected"),

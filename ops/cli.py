@@ -6,7 +6,7 @@ import argparse
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
-from ops import cli_admin
+from ops import cli_admin, cli_up
 from ops.sim import cli as sim_cli
 
 
@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kubegate", description=__doc__)
     parser.add_argument("--version", action="version", version=f"kubegate {package_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    cli_up.add_parser(subparsers)
     cli_admin.add_parsers(subparsers)
     sim_cli.add_parser(subparsers)
     return parser
