@@ -309,7 +309,6 @@ class BreakGlass(ControlAggregate):
         events.BreakGlassRequested,
         events.BreakGlassApproved,
         events.BreakGlassDenied,
-        events.BreakGlassUsed,
     )
 
     def __init__(self) -> None:
@@ -318,7 +317,6 @@ class BreakGlass(ControlAggregate):
         self.status = "requested"
         self.approver = ""
         self.grant_id = ""
-        self.used = False
 
     def apply_fact(self, fact: events.Event) -> None:
         match fact:
@@ -331,8 +329,6 @@ class BreakGlass(ControlAggregate):
             case events.BreakGlassDenied():
                 self.status = "denied"
                 self.approver = fact.approver
-            case events.BreakGlassUsed():
-                self.used = True
 
 
 class ConsoleSession(ControlAggregate):

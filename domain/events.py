@@ -402,14 +402,26 @@ class BreakGlassDenied(_BreakGlassEvent, frozen=True, kw_only=True):
     reason: str = ""
 
 
-class BreakGlassUsed(_BreakGlassEvent, frozen=True, kw_only=True):
-    """First use of a break-glass grant in a request (recorded once per request id)."""
+class BreakGlassUsed(Event, frozen=True, kw_only=True):
+    """A request allowed by a break-glass grant: recorded for every such request, loudly.
 
+    Activity, not control: edges write it on the hot path (family `breakglass_use`), so it
+    never races the control plane's break-glass aggregate.
+    """
+
+    FAMILY: ClassVar[str] = "breakglass_use"
+    STREAM: ClassVar[StreamName] = "activity"
+    request_id: str
     user: str
     cluster: str
     request: str
     verb: str = ""
     resource: str = ""
+    namespace: str = ""
+    grant_id: str = ""
+
+    def key(self) -> tuple[str, str]:
+        return ("breakglass_use", self.request_id)
 
 
 # --- kubectl activity (the high-volume stream) --------------------------------------------
