@@ -15,7 +15,7 @@ from ops import logs
 from ops.config import DEFAULT_DATA_DIR
 
 
-async def serve_until_stopped(service: Any, banner: str) -> None:
+async def serve_until_stopped(service: Any, banner: Any) -> None:
     """Start `service`, print `banner`, and run until SIGINT/SIGTERM."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -59,6 +59,31 @@ def run_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_demo(args: argparse.Namespace) -> int:
+    from ops.demo import Demo
+
+    logs.setup(args.log_level)
+    demo = Demo(
+        Path(args.dir).expanduser().resolve(),
+        host=args.host,
+        edge_port=args.edge_port,
+        admin_port=args.admin_port,
+    )
+
+    class _Banner:
+        def format(self, s: Any) -> str:
+            return s.banner()
+
+    try:
+        asyncio.run(serve_until_stopped(demo, _Banner()))  # type: ignore[arg-type]
+    except KubegateError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser("up", help="run the control plane and an edge")
     p.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR))
@@ -71,3 +96,11 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--replicas", type=int, default=1, help="stream replicas (3 on a cluster)")
     p.add_argument("--log-level", default="info")
     p.set_defaults(run=run_up)
+
+    p = subparsers.add_parser("demo", help="the whole product on one machine, seeded")
+    p.add_argument("--dir", default="kubegate-demo", help="where state and kubeconfigs go")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--edge-port", type=int, default=0)
+    p.add_argument("--admin-port", type=int, default=0)
+    p.add_argument("--log-level", default="warning")
+    p.set_defaults(run=run_demo)
