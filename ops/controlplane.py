@@ -16,9 +16,7 @@ import json
 import logging
 import os
 import secrets
-import socket
 import ssl
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,19 +24,15 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from broker.activity import ActivityPublisher
 from broker.connection import connect
 from broker.server import EmbeddedNats
 from broker.streams import ensure_streams
-from broker.transport import EdgeClient
 from domain.control import ControlPlane
 from edge.admin_api import AdminContext, build_app
 from edge.ca import CertificateAuthority, write_server_files
-from edge.http1 import Http1Server
-from edge.proxy import KubeProxy
+from edge.service import EdgeService, EdgeSettings
 from ops.config import ADMIN_CONF, READY_JSON, AdminConfig
 from projections.audit import AuditStore, audit_runner
-from projections.policy import PolicyProjection
 
 log = logging.getLogger("kubegate.ops.controlplane")
 
@@ -61,17 +55,9 @@ class Settings:
     hostnames: list[str] = field(default_factory=list)
 
 
-def server_ssl_context(
-    ca: CertificateAuthority, pki: Path, *, client_certs: bool
-) -> ssl.SSLContext:
+def admin_ssl_context(pki: Path) -> ssl.SSLContext:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(pki / "edge.crt", pki / "edge.key")
-    if client_certs:
-        ctx.load_verify_locations(cadata=ca.cert_pem.decode())
-        # Optional at the TLS layer so a request without a certificate gets a readable 401
-        # Status; a certificate from another CA, or expired, still fails the handshake.
-        ctx.verify_mode = ssl.CERT_OPTIONAL
-    ctx.set_alpn_protocols(["http/1.1"])
     return ctx
 
 
@@ -82,18 +68,13 @@ class ControlPlaneService:
         self.settings = settings
         self.data_dir = settings.data_dir
         self.registry = CollectorRegistry()
-        self.edge_id = f"edge-{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
         self.nats: EmbeddedNats | None = None
         self.nats_url = settings.nats_url or ""
         self.nc: Any = None
         self.control: ControlPlane | None = None
-        self.policy: PolicyProjection | None = None
+        self.edge: EdgeService | None = None
         self.audit: AuditStore | None = None
         self.audit_runner: Any = None
-        self.activity: ActivityPublisher | None = None
-        self.edge_client: EdgeClient | None = None
-        self.proxy: KubeProxy | None = None
-        self.edge_server: Http1Server | None = None
         self.admin_runner: web.AppRunner | None = None
         self.admin_token = ""
         self.ca: CertificateAuthority | None = None
@@ -126,33 +107,27 @@ class ControlPlaneService:
             env["KUBEGATE_NATS_CREDS"] = s.nats_creds
         self.control = await asyncio.to_thread(ControlPlane, env, clock=utcnow)
 
-        self.policy = PolicyProjection(
-            self.nc,
-            name="edge-policy",
-            registry=self.registry,
-            staleness_bound_s=s.staleness_bound_s,
-        )
-        await self.policy.start()
         self.audit = AuditStore(self.data_dir / "audit.duckdb")
         self.audit_runner = audit_runner(self.nc, self.audit, registry=self.registry)
         await self.audit_runner.start()
 
-        self.activity = ActivityPublisher(self.nc, registry=self.registry)
-        self.edge_client = EdgeClient(self.nc, self.edge_id, registry=self.registry)
-        await self.edge_client.start()
-        self.proxy = KubeProxy(
-            client=self.edge_client,
-            policy=self.policy,
-            emit=self.activity.publish,
-            edge_id=self.edge_id,
+        self.edge = EdgeService(
+            self.nc,
+            EdgeSettings(
+                ca_file=pki / "ca.crt",
+                cert_file=pki / "edge.crt",
+                key_file=pki / "edge.key",
+                host=s.host,
+                port=s.edge_port,
+                public_host=s.public_host,
+                staleness_bound_s=s.staleness_bound_s,
+            ),
+            registry=self.registry,
+            clock=utcnow,
         )
-        self.policy.on_change(self._recheck)
-        self.edge_server = Http1Server(
-            self.proxy, ssl_context=server_ssl_context(self.ca, pki, client_certs=True)
-        )
-        edge_port = await self.edge_server.start(s.host, s.edge_port)
+        await self.edge.start()
+        self.edge_url = self.edge.url
         public = s.public_host or s.host
-        self.edge_url = f"https://{public}:{edge_port}"
 
         ctx = AdminContext(
             control=self.control,
@@ -161,7 +136,7 @@ class ControlPlaneService:
             admin_tokens={self.admin_token: "admin"},
             clock=utcnow,
             audit_query=self._audit_query,
-            policy=self.policy,
+            policy=self.edge.policy,
             registry=self.registry,
         )
         self.admin_runner = web.AppRunner(build_app(ctx), access_log=None)
@@ -170,14 +145,14 @@ class ControlPlaneService:
             self.admin_runner,
             s.host,
             s.admin_port,
-            ssl_context=server_ssl_context(self.ca, pki, client_certs=False),
+            ssl_context=admin_ssl_context(pki),
         )
         await site.start()
         admin_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self.admin_url = f"https://{public}:{admin_port}"
 
         async with asyncio.timeout(60):
-            await self.policy.wait_ready()
+            await self.edge.policy.wait_ready()
         self._write_files()
 
     def _admin_token(self) -> str:
@@ -204,7 +179,7 @@ class ControlPlaneService:
             "nats_url": self.nats_url,
             "admin_url": self.admin_url,
             "edge_url": self.edge_url,
-            "edge_id": self.edge_id,
+            "edge_id": self.edge.edge_id if self.edge else "",
             "ca_file": str(ca_file),
             "admin_config": str(self.data_dir / ADMIN_CONF),
             "audit_db": str(self.data_dir / "audit.duckdb"),
@@ -213,11 +188,6 @@ class ControlPlaneService:
         tmp = self.data_dir / (READY_JSON + ".tmp")
         tmp.write_text(json.dumps(ready, indent=2) + "\n")
         tmp.replace(self.data_dir / READY_JSON)
-
-    def _recheck(self, users: frozenset[str] | None) -> None:
-        if self.proxy is None or self.policy is None:
-            return
-        self.proxy.live.recheck(self.policy, utcnow(), users)
 
     async def _audit_query(self, sql: str, params: list[Any]) -> tuple[list[str], list[Any]]:
         assert self.audit is not None
@@ -228,16 +198,8 @@ class ControlPlaneService:
         (self.data_dir / READY_JSON).unlink(missing_ok=True)
         if self.admin_runner is not None:
             await self.admin_runner.cleanup()
-        if self.edge_server is not None:
-            await self.edge_server.stop()
-        if self.edge_client is not None:
-            await self.edge_client.close()
-        if self.activity is not None:
-            with contextlib.suppress(Exception):
-                await self.activity.flush(5.0)
-            await self.activity.close()
-        if self.policy is not None:
-            await self.policy.stop()
+        if self.edge is not None:
+            await self.edge.stop()
         if self.audit_runner is not None:
             await self.audit_runner.stop()
         if self.audit is not None:

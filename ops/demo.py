@@ -185,7 +185,7 @@ class Demo:
     async def _write_kubeconfigs(self) -> None:
         control = self.control
         for user in USERS:
-            clusters = control.policy.clusters_for(user)
+            clusters = control.edge.policy.clusters_for(user)
             issued = control.ca.issue_client(user, CERT_TTL, now=utcnow())
             await asyncio.to_thread(
                 control.control.issue_certificate,

@@ -1,0 +1,132 @@
+"""One edge: the kubectl listener (mutual TLS), its policy projection and its frame client.
+
+`kubegate up` runs one beside the control plane; `kubegate edge` runs more anywhere that
+reaches NATS (edges are stateless: everything they know comes from the log). An edge refuses to
+serve (503) until its policy has caught up, and when it has lost the log for longer than the
+staleness bound. Whenever policy may have shrunk someone's access, it re-judges that user's
+live requests and cuts what is no longer allowed.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from nats.aio.client import Client as NatsClient
+from prometheus_client import CollectorRegistry
+
+from broker.activity import ActivityPublisher
+from broker.transport import EdgeClient
+from edge.http1 import Http1Server
+from edge.proxy import KubeProxy
+from projections.policy import PolicyProjection
+
+log = logging.getLogger("kubegate.edge.service")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_edge_id() -> str:
+    return f"edge-{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+
+
+def kubectl_ssl_context(ca_file: Path, cert_file: Path, key_file: Path) -> ssl.SSLContext:
+    """Server TLS for kubectl: our certificate, client certificates checked against our CA.
+
+    Optional at the TLS layer so a request without a certificate gets a readable 401 Status;
+    a certificate from another CA, or an expired one, still fails the handshake.
+    """
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert_file, key_file)
+    ctx.load_verify_locations(cafile=str(ca_file))
+    ctx.verify_mode = ssl.CERT_OPTIONAL
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+@dataclass
+class EdgeSettings:
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    host: str = "127.0.0.1"
+    port: int = 0
+    public_host: str = ""
+    staleness_bound_s: float = 30.0
+    open_timeout_s: float = 10.0
+    edge_id: str = ""
+
+
+class EdgeService:
+    """Starts and stops one edge on a connected NATS client."""
+
+    def __init__(
+        self,
+        nc: NatsClient,
+        settings: EdgeSettings,
+        *,
+        registry: CollectorRegistry | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.nc = nc
+        self.settings = settings
+        self.registry = registry or CollectorRegistry()
+        self.clock = clock
+        self.edge_id = settings.edge_id or new_edge_id()
+        self.policy = PolicyProjection(
+            nc,
+            name=f"policy-{self.edge_id}",
+            registry=self.registry,
+            staleness_bound_s=settings.staleness_bound_s,
+            clock=clock,
+        )
+        self.activity = ActivityPublisher(nc, registry=self.registry)
+        self.client = EdgeClient(nc, self.edge_id, registry=self.registry)
+        self.proxy = KubeProxy(
+            client=self.client,
+            policy=self.policy,
+            emit=self.activity.publish,
+            edge_id=self.edge_id,
+            open_timeout_s=settings.open_timeout_s,
+            clock=clock,
+        )
+        self.server = Http1Server(
+            self.proxy,
+            ssl_context=kubectl_ssl_context(
+                settings.ca_file, settings.cert_file, settings.key_file
+            ),
+        )
+        self.url = ""
+        self.policy.on_change(self._recheck)
+
+    def _recheck(self, users: frozenset[str] | None) -> None:
+        cut = self.proxy.live.recheck(self.policy, self.clock(), users)
+        if cut:
+            log.info("cut live requests after a policy change", extra={"cut": cut})
+
+    async def start(self, *, wait_ready: bool = False) -> None:
+        """Listen at once (answering 503 until policy is current); optionally wait for it."""
+        await self.client.start()
+        await self.policy.start()
+        port = await self.server.start(self.settings.host, self.settings.port)
+        self.url = f"https://{self.settings.public_host or self.settings.host}:{port}"
+        if wait_ready:
+            await self.policy.wait_ready()
+
+    async def stop(self) -> None:
+        await self.server.stop()
+        await self.client.close()
+        try:
+            await self.activity.flush(5.0)
+        except Exception:
+            log.warning("activity events may be lost at shutdown", exc_info=True)
+        await self.activity.close()
+        await self.policy.stop()
