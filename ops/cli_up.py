@@ -59,6 +59,56 @@ def run_up(args: argparse.Namespace) -> int:
     return 0
 
 
+class _EdgeProcess:
+    """A standalone edge: its own NATS connection and an `EdgeService`."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.pki = Path(args.pki).expanduser()
+        self.nc: Any = None
+        self.edge: Any = None
+
+    async def __aenter__(self) -> _EdgeProcess:
+        from broker.connection import connect
+        from edge.service import EdgeService, EdgeSettings
+
+        a = self.args
+        self.nc = await connect(a.nats, name="kubegate-edge", creds=a.nats_creds)
+        pki = self.pki
+        self.edge = EdgeService(
+            self.nc,
+            EdgeSettings(
+                ca_file=pki / "ca.crt",
+                cert_file=pki / "edge.crt",
+                key_file=pki / "edge.key",
+                host=a.host,
+                port=a.port,
+                public_host=a.public_host or "",
+                staleness_bound_s=a.staleness_bound,
+            ),
+        )
+        await self.edge.start(wait_ready=True)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.edge is not None:
+            await self.edge.stop()
+        if self.nc is not None:
+            await self.nc.close()
+
+
+def run_edge(args: argparse.Namespace) -> int:
+    logs.setup(args.log_level)
+    try:
+        asyncio.run(serve_until_stopped(_EdgeProcess(args), "kubegate edge {s.edge.url} is up"))
+    except KubegateError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
 def run_demo(args: argparse.Namespace) -> int:
     from ops.demo import Demo
 
@@ -96,6 +146,17 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--replicas", type=int, default=1, help="stream replicas (3 on a cluster)")
     p.add_argument("--log-level", default="info")
     p.set_defaults(run=run_up)
+
+    p = subparsers.add_parser("edge", help="run one more edge (stateless) against NATS")
+    p.add_argument("--nats", required=True)
+    p.add_argument("--nats-creds")
+    p.add_argument("--pki", required=True, help="directory with ca.crt, edge.crt, edge.key")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--public-host")
+    p.add_argument("--port", type=int, default=8443)
+    p.add_argument("--staleness-bound", type=float, default=30.0, metavar="SECONDS")
+    p.add_argument("--log-level", default="info")
+    p.set_defaults(run=run_edge)
 
     p = subparsers.add_parser("demo", help="the whole product on one machine, seeded")
     p.add_argument("--dir", default="kubegate-demo", help="where state and kubeconfigs go")
