@@ -29,6 +29,7 @@ from edge import headers as hdr
 from edge.http1 import Request, Response, Tunnel
 from edge.identity import identity_from_der
 from edge.kubeconfig import CLUSTER_PREFIX
+from edge.recording import SessionRecorder
 from edge.status import status_body
 
 log = logging.getLogger("kubegate.edge.proxy")
@@ -63,6 +64,7 @@ class LiveRequest:
     started: float
     stream: ClientStream | None = None
     cut_reason: str | None = None
+    recording: str = ""
     _on_cut: list[Callable[[], None]] = field(default_factory=list)
 
     def cut(self, reason: str) -> None:
@@ -216,6 +218,7 @@ class KubeProxy:
                 started,
                 ended_by=ended_by,
                 reason=live.cut_reason or "",
+                recording=live.recording,
             )
 
     # -- streaming ------------------------------------------------------------------------
@@ -335,12 +338,16 @@ class KubeProxy:
             await resp.write(body)
             await resp.finish()
             return head.status, 0, len(body), "complete"
-        tunnel = await resp.upgrade(hdr.response_headers(head.headers, upgrade=True))
+        out_headers = hdr.response_headers(head.headers, upgrade=True)
+        tunnel = await resp.upgrade(out_headers)
         live._on_cut.append(tunnel.close)
-        up = asyncio.ensure_future(_tunnel_up(tunnel, stream))
+        recorder = self._recorder(live, req, out_headers)
+        up = asyncio.ensure_future(_tunnel_up(tunnel, stream, recorder))
         ended_by = "complete"
         try:
             async for chunk in stream:
+                if recorder is not None:
+                    recorder.server(chunk)
                 await tunnel.write(chunk)
         except berr.StreamError:
             ended_by = "revoked" if live.cut_reason else "error"
@@ -353,7 +360,30 @@ class KubeProxy:
             tunnel.close()
         if live.cut_reason:
             ended_by = "revoked"
+        if recorder is not None:
+            recorder.flush()
+            live.recording = recorder.reference
         return 101, tunnel.bytes_in, resp.bytes_out, ended_by
+
+    def _recorder(
+        self, live: LiveRequest, req: Request, response_headers: list[tuple[str, str]]
+    ) -> SessionRecorder | None:
+        """A recorder for exec and attach sessions (port-forward bytes are not recorded)."""
+        if live.attrs.subresource not in ("exec", "attach"):
+            return None
+        protocol = ""
+        for name, value in response_headers:
+            if name.lower() == "sec-websocket-protocol":
+                protocol = value.strip()
+        if not protocol:
+            protocol = req.header("upgrade") or "unknown"
+        return SessionRecorder(
+            live.request_id,
+            subprotocol=protocol,
+            emit=self.emit,
+            clock=self.clock,
+            actor=live.caller.user,
+        )
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -429,6 +459,7 @@ class KubeProxy:
         *,
         ended_by: str = "complete",
         reason: str = "",
+        recording: str = "",
     ) -> None:
         self.emit(
             events.KubectlCompleted(
@@ -452,6 +483,7 @@ class KubeProxy:
                 bytes_out=bytes_out,
                 duration_ms=(time.monotonic() - started) * 1000.0,
                 ended_by=ended_by,  # type: ignore[arg-type]
+                recording=recording,
             )
         )
 
@@ -462,9 +494,13 @@ async def _safe_iter(stream: ClientStream):
             yield chunk
 
 
-async def _tunnel_up(tunnel: Tunnel, stream: ClientStream) -> None:
+async def _tunnel_up(
+    tunnel: Tunnel, stream: ClientStream, recorder: SessionRecorder | None
+) -> None:
     try:
         while data := await tunnel.read():
+            if recorder is not None:
+                recorder.client(data)
             await stream.send(data)
         await stream.end_send()
     except (berr.StreamError, ConnectionError):
