@@ -195,6 +195,23 @@ class KubeProxy:
                 request_id, caller, cluster, attrs, decision, decision.status, 0, 0, started
             )
             return
+        if decision.breakglass_id:
+            self.emit(
+                events.BreakGlassUsed(
+                    id=f"{request_id}-bg",
+                    time=self.clock(),
+                    actor=caller.user,
+                    cause=request_id,
+                    request_id=decision.breakglass_id,
+                    user=caller.user,
+                    cluster=cluster,
+                    request=request_id,
+                    verb=attrs.verb,
+                    resource=attrs.combined_resource,
+                    namespace=attrs.namespace,
+                    grant_id=decision.grant_id,
+                )
+            )
         live = LiveRequest(request_id, caller, cluster, attrs, started)
         self.live.add(live)
         ended_by = "complete"
