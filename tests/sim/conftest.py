@@ -6,8 +6,6 @@ Each test works in namespaces of its own.
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
 import threading
 import time
 import uuid
@@ -20,6 +18,7 @@ import pytest
 
 from ops.sim import Simulator
 from tests import tools
+from tests.support import Kubectl
 
 BOOKMARK_INTERVAL = 0.2
 
@@ -85,46 +84,6 @@ def wait_for(
             return last
         time.sleep(every)
     pytest.fail(f"timed out waiting for {what} (last: {last!r})")
-
-
-class Kubectl:
-    """Runs a real kubectl binary with its own KUBECONFIG and cache dir."""
-
-    def __init__(self, binary: Path, kubeconfig: Path, cache: Path) -> None:
-        self.binary = binary
-        self.env = {
-            **os.environ,
-            "KUBECONFIG": str(kubeconfig),
-            "KUBECACHEDIR": str(cache),
-            "HOME": str(cache),
-        }
-
-    def run(
-        self, *args: str, check: bool = True, stdin: str | None = None, timeout: float = 60
-    ) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [str(self.binary), *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            input=stdin,
-            timeout=timeout,
-        )
-        if check and result.returncode != 0:
-            pytest.fail(f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr}")
-        return result
-
-    def __call__(self, *args: str, **kw: Any) -> str:
-        return self.run(*args, **kw).stdout
-
-    def popen(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            [str(self.binary), *args],
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
 
 
 def _kubectl_binary(version: str) -> Path:
