@@ -8,7 +8,8 @@ Layout:
   kg.evt.<family>.<id>          control events (stream KG_CONTROL), one subject per aggregate
   kg.act.<family>.<id>          activity events (stream KG_ACTIVITY): kubectl requests, recordings
   kg.req.<cluster>              request frames, edge -> relay (queue group `relay.<cluster>`)
-  kg.s.<peer>.<stream>          frames for one open stream, addressed to the peer that holds it
+  kg.s.e.<edge>.<stream>        frames for one open stream, addressed to the edge holding it
+  kg.s.r.<cluster>.<relay>.<s>  ... or to the relay replica holding it
   kg.s.<peer>.%HB               per-peer heartbeats (`%HB` is a token `token()` never produces)
   kg.live.relay.<cluster>       relay liveness (core NATS, not persisted)
 
@@ -82,14 +83,47 @@ def relay_queue(cluster: str) -> str:
     return f"relay.{token(cluster)}"
 
 
+def edge_peer(edge_id: str) -> str:
+    """The peer id of an edge: its frames live under `kg.s.e.<edge>.`."""
+    return f"e/{edge_id}"
+
+
+def relay_peer(cluster: str, relay_id: str) -> str:
+    """The peer id of a relay replica: its frames live under `kg.s.r.<cluster>.<relay>.`, so a
+    relay's NATS permissions can be limited to its own cluster's streams."""
+    return f"r/{cluster}/{relay_id}"
+
+
+def peer_tokens(peer: str) -> str:
+    """Subject tokens for a peer id: `e/<id>` -> `e.<id>`, `r/<cluster>/<id>` ->
+    `r.<cluster>.<id>`, anything else -> `p.<peer>` (each part escaped with `token`)."""
+    kind, _, rest = peer.partition("/")
+    if kind == "e" and rest:
+        return f"e.{token(rest)}"
+    if kind == "r" and rest:
+        cluster, sep, rid = rest.partition("/")
+        if sep and cluster and rid:
+            return f"r.{token(cluster)}.{token(rid)}"
+    return f"p.{token(peer)}"
+
+
 def stream_subject(peer: str, stream_id: str) -> str:
     """Frames for one open stream, delivered to `peer` (an edge id or a relay id)."""
-    return f"kg.s.{token(peer)}.{token(stream_id)}"
+    return f"kg.s.{peer_tokens(peer)}.{token(stream_id)}"
 
 
 def peer_wildcard(peer: str) -> str:
     """Everything addressed to one peer: it subscribes once and demultiplexes by stream id."""
-    return f"kg.s.{token(peer)}.*"
+    return f"kg.s.{peer_tokens(peer)}.*"
+
+
+def cluster_relays_wildcard(cluster: str) -> str:
+    """Every frame addressed to any relay of `cluster` (for NATS permissions)."""
+    return f"kg.s.r.{token(cluster)}.>"
+
+
+EDGES_WILDCARD = "kg.s.e.>"
+"""Every frame addressed to any edge (for NATS permissions)."""
 
 
 HEARTBEAT_TOKEN = "%HB"
@@ -100,7 +134,7 @@ heartbeats ordered after the frames they vouch for)."""
 
 def peer_heartbeat_subject(peer: str) -> str:
     """Where heartbeats for `peer` go: one message per interval per peer pair, not per stream."""
-    return f"kg.s.{token(peer)}.{HEARTBEAT_TOKEN}"
+    return f"kg.s.{peer_tokens(peer)}.{HEARTBEAT_TOKEN}"
 
 
 def last_token(subject: str) -> str:

@@ -21,6 +21,7 @@ from pathlib import Path
 from nats.aio.client import Client as NatsClient
 from prometheus_client import CollectorRegistry
 
+from broker import subjects
 from broker.activity import ActivityPublisher
 from broker.transport import EdgeClient
 from edge.http1 import Http1Server
@@ -89,7 +90,7 @@ class EdgeService:
             clock=clock,
         )
         self.activity = ActivityPublisher(nc, registry=self.registry)
-        self.client = EdgeClient(nc, self.edge_id, registry=self.registry)
+        self.client = EdgeClient(nc, subjects.edge_peer(self.edge_id), registry=self.registry)
         self.proxy = KubeProxy(
             client=self.client,
             policy=self.policy,

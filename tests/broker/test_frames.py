@@ -104,3 +104,17 @@ def test_arbitrary_bytes_never_crash(raw: bytes) -> None:
 def test_no_id_collides_with_the_heartbeat_token(value: str) -> None:
     assert subjects.token(value) != subjects.HEARTBEAT_TOKEN
     assert subjects.last_token(subjects.stream_subject("edge", value)) == subjects.token(value)
+    for peer in (subjects.edge_peer("e1"), subjects.relay_peer("prod", "r1")):
+        assert subjects.last_token(subjects.stream_subject(peer, value)) == subjects.token(value)
+
+
+def test_peer_subjects_scope_relays_by_cluster() -> None:
+    edge = subjects.edge_peer("host-1")
+    relay = subjects.relay_peer("prod.eu", "r-7")
+    assert subjects.stream_subject(edge, "s1") == "kg.s.e.host-1.s1"
+    assert subjects.stream_subject(relay, "s1") == "kg.s.r.prod%2Eeu.r-7.s1"
+    assert subjects.peer_wildcard(relay) == "kg.s.r.prod%2Eeu.r-7.*"
+    assert subjects.cluster_relays_wildcard("prod.eu") == "kg.s.r.prod%2Eeu.>"
+    assert subjects.peer_heartbeat_subject(edge) == "kg.s.e.host-1.%HB"
+    # Other peer ids stay in their own branch, so they never collide with a relay's.
+    assert subjects.stream_subject("r/odd", "s1") == "kg.s.p.r/odd.s1"
