@@ -16,6 +16,7 @@ from typing import Any
 import nats
 from nats.aio.client import Client
 
+from broker.auth import connect_options
 from broker.errors import NatsUnavailableError
 
 log = logging.getLogger("kubegate.broker.connection")
@@ -82,7 +83,7 @@ async def connect(
         "closed_cb": on_closed,
     }
     if creds:
-        settings["user_credentials"] = creds
+        settings.update(connect_options(creds))
     settings.update(opts)
 
     nc = Client()

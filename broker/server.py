@@ -147,6 +147,14 @@ class EmbeddedNats:
         self.stop()
         raise NatsServerStartError(f"nats-server did not listen on {self.url}", self.tail_log())
 
+    def reload(self, extra_config: str | None = None) -> None:
+        """Rewrite the config (e.g. new users) and have the running server reload it (SIGHUP)."""
+        if extra_config is not None:
+            self.extra_config = extra_config
+        self.config_path.write_text(self.render_config())
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGHUP)
+
     def tail_log(self, lines: int = 20) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

@@ -26,6 +26,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 
 from broker import errors as berr
+from broker.auth import CredentialsError
 from domain import errors as derr
 from domain import events
 from edge import kubeconfig as kcfg
@@ -72,6 +73,7 @@ class AdminContext:
     registry: CollectorRegistry | None = None
     extra_routes: list[web.RouteDef] = field(default_factory=list)
     authenticate_session: Callable[[str], Principal | None] | None = None
+    relay_credentials: Callable[[str], Awaitable[Any]] | None = None
 
 
 CONTEXT = web.AppKey("kubegate_admin_context", AdminContext)
@@ -419,6 +421,19 @@ async def make_kubeconfig(request: web.Request) -> web.Response:
     )
 
 
+async def relay_credentials(request: web.Request) -> web.Response:
+    """NATS credentials a relay of this cluster runs with (least privilege: its cluster only)."""
+    _admin(request)
+    ctx = request.app[CONTEXT]
+    if ctx.relay_credentials is None:
+        raise ApiError(503, "this instance does not manage NATS credentials")
+    cluster = request.match_info["cluster"]
+    cred = await ctx.relay_credentials(cluster)
+    return _json(
+        {"user": cred.user, "password": cred.password, "role": cred.role, "cluster": cred.cluster}
+    )
+
+
 async def audit_sql(request: web.Request) -> web.Response:
     _admin(request)
     body = await _body(request, SqlIn)
@@ -438,6 +453,7 @@ _STATUS_BY_ERROR: list[tuple[type[BaseException], int, str]] = [
     (derr.AlreadyExistsError, 409, "exists"),
     (derr.CommandRejectedError, 400, "rejected"),
     (derr.DomainError, 400, "invalid"),
+    (CredentialsError, 400, "credentials"),
     (berr.NatsUnavailableError, 503, "log-unavailable"),
     (berr.BrokerError, 503, "log-unavailable"),
 ]
@@ -492,6 +508,7 @@ def routes() -> list[web.RouteDef]:
         web.delete("/v1/groups/{group}/members/{user}", remove_member),
         web.post("/v1/clusters", add_cluster),
         web.put("/v1/clusters/{cluster}/labels", set_cluster_labels),
+        web.post("/v1/clusters/{cluster}/relay-credentials", relay_credentials),
         web.post("/v1/grants", issue_grant),
         web.delete("/v1/grants/{grant}", revoke_grant),
         web.post("/v1/kubectl/{action}", kubectl_switch),

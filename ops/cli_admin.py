@@ -143,6 +143,15 @@ def cmd_cluster_label(args: argparse.Namespace) -> int:
     return _done(result, f"labels of cluster {args.name} set")
 
 
+def cmd_cluster_creds(args: argparse.Namespace) -> int:
+    cred = _client(args).post(f"/v1/clusters/{args.name}/relay-credentials")
+    out = Path(args.output)
+    out.write_text(json.dumps(cred) + "\n")
+    out.chmod(0o600)
+    print(f"NATS credentials for the relays of {args.name} written to {out} (user {cred['user']})")
+    return 0
+
+
 def cmd_grant(args: argparse.Namespace) -> int:
     if bool(args.user) == bool(args.group):
         raise KubegateError("name exactly one of --user or --group")
@@ -340,6 +349,9 @@ def add_parsers(subparsers: Any) -> None:
     p = _leaf(cluster, "add", cmd_cluster_add, help="register a cluster")
     p.add_argument("name")
     p.add_argument("--label", type=parse_label, action="append", metavar="K=V")
+    p = _leaf(cluster, "creds", cmd_cluster_creds, help="NATS credentials for its relays")
+    p.add_argument("name")
+    p.add_argument("-o", "--output", required=True)
     p = _leaf(cluster, "label", cmd_cluster_label, help="replace a cluster's labels")
     p.add_argument("name")
     p.add_argument("label", type=parse_label, nargs="+", metavar="K=V")

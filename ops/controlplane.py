@@ -21,9 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import nats
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from broker.auth import Credential, CredentialsError, UserBook
 from broker.connection import connect
 from broker.server import EmbeddedNats
 from broker.streams import ensure_streams
@@ -69,6 +71,8 @@ class ControlPlaneService:
         self.data_dir = settings.data_dir
         self.registry = CollectorRegistry()
         self.nats: EmbeddedNats | None = None
+        self.users: UserBook | None = None
+        self.nats_creds: str | None = None
         self.nats_url = settings.nats_url or ""
         self.nc: Any = None
         self.control: ControlPlane | None = None
@@ -88,11 +92,20 @@ class ControlPlaneService:
         s = self.settings
         self.data_dir.mkdir(parents=True, exist_ok=True)
         (self.data_dir / READY_JSON).unlink(missing_ok=True)
+        self.nats_creds = s.nats_creds
         if not s.nats_url:
-            self.nats = EmbeddedNats(data_dir=self.data_dir / "nats")
+            # The embedded server gets least-privilege users (broker.auth); we hold the admin.
+            self.users = UserBook(self.data_dir / "nats-users.json")
+            controlplane, _ = self.users.ensure("controlplane")
+            edge, _ = self.users.ensure("edge")
+            self.nats = EmbeddedNats(
+                data_dir=self.data_dir / "nats", extra_config=self.users.authorization()
+            )
             await asyncio.to_thread(self.nats.start)
             self.nats_url = self.nats.url
-        self.nc = await connect(self.nats_url, name="kubegate-up", creds=s.nats_creds)
+            self.nats_creds = str(controlplane.save(self.data_dir / "creds" / "controlplane.json"))
+            edge.save(self.data_dir / "creds" / "edge.json")
+        self.nc = await connect(self.nats_url, name="kubegate-up", creds=self.nats_creds)
         await ensure_streams(self.nc.jetstream(), replicas=s.replicas)
 
         pki = self.data_dir / "pki"
@@ -103,8 +116,8 @@ class ControlPlaneService:
         self.admin_token = self._admin_token()
 
         env = {"PERSISTENCE_MODULE": "broker.es_persistence", "KUBEGATE_NATS_URL": self.nats_url}
-        if s.nats_creds:
-            env["KUBEGATE_NATS_CREDS"] = s.nats_creds
+        if self.nats_creds:
+            env["KUBEGATE_NATS_CREDS"] = self.nats_creds
         self.control = await asyncio.to_thread(ControlPlane, env, clock=utcnow)
 
         self.audit = AuditStore(self.data_dir / "audit.duckdb")
@@ -138,6 +151,7 @@ class ControlPlaneService:
             audit_query=self._audit_query,
             policy=self.edge.policy,
             registry=self.registry,
+            relay_credentials=self.relay_credentials,
         )
         self.admin_runner = web.AppRunner(build_app(ctx), access_log=None)
         await self.admin_runner.setup()
@@ -172,7 +186,7 @@ class ControlPlaneService:
             token=self.admin_token,
             ca_file=str(ca_file),
             nats_url=self.nats_url,
-            nats_creds=self.settings.nats_creds or "",
+            nats_creds=self.nats_creds or "",
             edge_url=self.edge_url,
         ).save(self.data_dir / ADMIN_CONF)
         ready = {
@@ -188,6 +202,36 @@ class ControlPlaneService:
         tmp = self.data_dir / (READY_JSON + ".tmp")
         tmp.write_text(json.dumps(ready, indent=2) + "\n")
         tmp.replace(self.data_dir / READY_JSON)
+
+    async def relay_credentials(self, cluster: str) -> Credential:
+        """NATS credentials for the relays of `cluster` (made, and the server reloaded, once)."""
+        if self.users is None or self.nats is None:
+            raise CredentialsError(
+                "relay credentials come from your NATS operator when kubegate runs with --nats"
+            )
+        cred, made = self.users.ensure("relay", cluster)
+        if made:
+            self.nats.reload(self.users.authorization())
+            await self._until_accepted(cred)
+        return cred
+
+    async def _until_accepted(self, cred: Credential) -> None:
+        """Wait until the reloaded server accepts a new user (reload is asynchronous)."""
+        for _ in range(100):
+            try:
+                nc = await nats.connect(
+                    self.nats_url,
+                    user=cred.user,
+                    password=cred.password,
+                    allow_reconnect=False,
+                    connect_timeout=1,
+                )
+            except Exception:
+                await asyncio.sleep(0.05)
+                continue
+            await nc.close()
+            return
+        raise CredentialsError(f"NATS did not accept the new user {cred.user}")
 
     async def _audit_query(self, sql: str, params: list[Any]) -> tuple[list[str], list[Any]]:
         assert self.audit is not None

@@ -163,3 +163,27 @@ def test_no_running_instance_is_a_clear_error(tmp_path: Path) -> None:
         out.stderr.strip()
         == f"error: no admin config at {tmp_path / 'admin.conf'}: is `kubegate up` running?"
     )
+
+
+def test_relay_credentials_are_least_privileged(running, tmp_path: Path) -> None:
+    data, ready = running
+    out = tmp_path / "dev.creds"
+    made = kubegate("cluster", "creds", "dev", "-o", str(out), "--data-dir", str(data))
+    assert made.returncode == 0, made.stderr
+    cred = json.loads(out.read_text())
+    assert cred["role"] == "relay" and cred["cluster"] == "dev"
+    again = kubegate(
+        "cluster", "creds", "dev", "-o", str(tmp_path / "again"), "--data-dir", str(data)
+    )
+    assert again.returncode == 0, again.stderr
+    assert json.loads((tmp_path / "again").read_text()) == cred
+    # The embedded NATS refuses anonymous clients: everything runs with its own user.
+    import asyncio
+
+    import nats as nats_client
+
+    async def anonymous() -> None:
+        await nats_client.connect(ready["nats_url"], allow_reconnect=False, connect_timeout=2)
+
+    with pytest.raises(Exception, match="Authorization"):
+        asyncio.run(anonymous())
