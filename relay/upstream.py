@@ -1,10 +1,15 @@
 """How the relay talks to its kube-apiserver: streaming requests and raw upgrades.
 
-Ordinary requests use the aiohttp session kubernetes-asyncio configured for the cluster (its TLS
-settings), streaming both bodies without buffering, never decompressing, with no read timeout
-(watches and `logs -f` run for days). Upgrades (exec, attach, port-forward; WebSocket or SPDY)
-use a plain TLS connection of our own, HTTP/1.1, so that after the 101 the socket is ours: raw
-bytes both ways. A non-101 answer comes back whole, unchanged, so kubectl's fallback works.
+Forwarded requests carry the user's just-in-time token, never the relay's own identity: the
+session here has the cluster's CA (and server name) but no client certificate, because an API
+server that sees both a client certificate and a bearer token authenticates the certificate
+first, which would run every user's request as the relay.
+
+Ordinary requests stream both bodies without buffering, never decompress, and have no read
+timeout (watches and `logs -f` run for days). Upgrades (exec, attach, port-forward; WebSocket or
+SPDY) use a plain TLS connection of our own, HTTP/1.1, so that after the 101 the socket is ours:
+raw bytes both ways. A non-101 answer comes back whole, unchanged, so kubectl's fallback works.
+Cancelling a call (the edge gave up) closes the connection at once.
 """
 
 from __future__ import annotations
@@ -12,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -23,20 +29,9 @@ from relay.errors import UpstreamError
 
 Headers = list[tuple[str, str]]
 
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-    }
-)
+_SKIP_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
+_MAX_ERROR_BODY = 1 << 20
+"""Largest non-101 answer to an upgrade the relay reads (a Status is a few hundred bytes)."""
 
 
 @dataclass
@@ -47,9 +42,10 @@ class UpstreamResponse:
     headers: Headers
     chunks: AsyncIterator[bytes]
     tunnel: UpgradedConnection | None = None
-    _release: list = field(default_factory=list)
+    _release: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     async def close(self) -> None:
+        """Give the connection up (closing it if the body was not read to the end)."""
         for release in self._release:
             with contextlib.suppress(Exception):
                 await release()
@@ -77,14 +73,15 @@ class UpgradedConnection:
         await self._writer.drain()
 
     def write_eof(self) -> None:
-        with contextlib.suppress(OSError, RuntimeError):
+        """Half-close towards the API server where the transport can (not over TLS)."""
+        with contextlib.suppress(OSError, RuntimeError, NotImplementedError):
             if self._writer.can_write_eof():
                 self._writer.write_eof()
 
     async def close(self) -> None:
         self._writer.close()
         with contextlib.suppress(Exception):
-            await self._writer.wait_closed()
+            await asyncio.wait_for(self._writer.wait_closed(), 2.0)
 
 
 class _ResponseHead:
@@ -94,6 +91,7 @@ class _ResponseHead:
         self.headers: Headers = []
         self.head_done = False
         self.body: list[bytes] = []
+        self.body_size = 0
         self.complete = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -103,21 +101,42 @@ class _ResponseHead:
         self.head_done = True
 
     def on_body(self, body: bytes) -> None:
-        self.body.append(bytes(body))
+        self.body_size += len(body)
+        if self.body_size <= _MAX_ERROR_BODY:
+            self.body.append(bytes(body))
 
     def on_message_complete(self) -> None:
         self.complete = True
 
 
+def client_ssl_context(
+    ca_file: str | None, *, verify: bool = True, strict: bool = True
+) -> ssl.SSLContext:
+    """TLS towards the API server: its CA, no client certificate (see the module docstring)."""
+    ctx = ssl.create_default_context(cafile=ca_file)
+    if not verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if not strict:
+        ctx.verify_flags &= ~ssl.VERIFY_X509_STRICT
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
 class Upstream:
-    """One kube-apiserver: base URL, TLS context and the aiohttp session for plain requests."""
+    """One kube-apiserver: base URL, TLS settings and a session of its own for forwarding.
+
+    Create it inside a running event loop; `close()` it on shutdown.
+    """
 
     def __init__(
         self,
         base_url: str,
-        ssl_context: ssl.SSLContext | bool,
-        session: aiohttp.ClientSession,
+        ssl_context: ssl.SSLContext | None,
+        *,
+        server_hostname: str | None = None,
         connect_timeout_s: float = 10.0,
+        upgrade_head_timeout_s: float = 60.0,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         parts = urlsplit(self.base_url)
@@ -125,9 +144,36 @@ class Upstream:
         self.host = parts.hostname or "localhost"
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
         self.base_path = parts.path.rstrip("/")
-        self.ssl_context = ssl_context
-        self.session = session
+        self.ssl_context = ssl_context if self.scheme == "https" else None
+        self.server_hostname = server_hostname or None
         self.connect_timeout_s = connect_timeout_s
+        self.upgrade_head_timeout_s = upgrade_head_timeout_s
+        # Watches hold a connection each for as long as they run: no pool limit.
+        connector = aiohttp.TCPConnector(
+            limit=0, limit_per_host=0, ssl=self.ssl_context if self.ssl_context else False
+        )
+        self.session = aiohttp.ClientSession(
+            connector=connector, auto_decompress=False, read_bufsize=2**21
+        )
+
+    @classmethod
+    def from_configuration(cls, configuration: Any, **kw: Any) -> Upstream:
+        """From a kubernetes-asyncio `Configuration`: its host, CA, verification and TLS
+        server name, but not its credentials."""
+        ctx = client_ssl_context(
+            configuration.ssl_ca_cert,
+            verify=configuration.verify_ssl,
+            strict=not getattr(configuration, "disable_strict_ssl_verification", False),
+        )
+        return cls(
+            configuration.host,
+            ctx,
+            server_hostname=getattr(configuration, "tls_server_name", None),
+            **kw,
+        )
+
+    async def close(self) -> None:
+        await self.session.close()
 
     def url(self, path: str, query: str) -> str:
         return f"{self.base_url}{path}" + (f"?{query}" if query else "")
@@ -148,27 +194,24 @@ class Upstream:
                 headers=headers,
                 data=body,
                 allow_redirects=False,
-                auto_decompress=False,
-                skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
+                skip_auto_headers=_SKIP_AUTO_HEADERS,
                 timeout=aiohttp.ClientTimeout(
                     total=None, connect=self.connect_timeout_s, sock_read=None
                 ),
-                ssl=self.ssl_context,
+                server_hostname=self.server_hostname,
             )
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise UpstreamError(f"kube-apiserver unreachable: {exc}") from exc
+            raise UpstreamError(f"kube-apiserver unreachable: {_describe(exc)}") from exc
 
         async def chunks() -> AsyncIterator[bytes]:
             try:
                 async for data in resp.content.iter_any():
                     yield data
             except (aiohttp.ClientError, OSError) as exc:
-                raise UpstreamError(f"kube-apiserver stream broke: {exc}") from exc
-            finally:
-                resp.release()
+                raise UpstreamError(f"kube-apiserver stream broke: {_describe(exc)}") from exc
 
         async def release() -> None:
-            resp.close()
+            resp.close()  # closes the connection unless the body was read to its end
 
         out_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in resp.raw_headers]
         return UpstreamResponse(resp.status, out_headers, chunks(), _release=[release])
@@ -177,24 +220,50 @@ class Upstream:
         self, method: str, path: str, query: str, headers: Headers
     ) -> UpstreamResponse:
         """Send an upgrade request on a fresh HTTP/1.1 connection and read the answer."""
-        ssl_arg = self.ssl_context if self.scheme == "https" else None
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(
                     self.host,
                     self.port,
-                    ssl=ssl_arg,
-                    server_hostname=self.host if ssl_arg else None,
+                    ssl=self.ssl_context,
+                    server_hostname=(self.server_hostname or self.host)
+                    if self.ssl_context
+                    else None,
                     limit=1 << 20,
                 ),
                 self.connect_timeout_s,
             )
         except (OSError, TimeoutError, ssl.SSLError) as exc:
-            raise UpstreamError(f"kube-apiserver unreachable: {exc}") from exc
+            raise UpstreamError(f"kube-apiserver unreachable: {_describe(exc)}") from exc
+        try:
+            return await asyncio.wait_for(
+                self._upgrade_on(reader, writer, method, path, query, headers),
+                self.upgrade_head_timeout_s,
+            )
+        except BaseException as exc:
+            writer.close()
+            if isinstance(exc, TimeoutError):
+                raise UpstreamError("the kube-apiserver did not answer the upgrade") from exc
+            raise
+
+    async def _upgrade_on(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        method: str,
+        path: str,
+        query: str,
+        headers: Headers,
+    ) -> UpstreamResponse:
         target = self.base_path + path + (f"?{query}" if query else "")
-        head = [f"{method} {target} HTTP/1.1", f"Host: {self.host}:{self.port}"]
+        host = self.host if self.port in (80, 443) else f"{self.host}:{self.port}"
+        head = [f"{method} {target} HTTP/1.1", f"Host: {host}"]
         head += [f"{k}: {v}" for k, v in headers if k.lower() != "host"]
-        writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
+        try:
+            writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
+            await writer.drain()
+        except (OSError, UnicodeEncodeError) as exc:
+            raise UpstreamError(f"cannot send the upgrade request: {_describe(exc)}") from exc
         parsed = _ResponseHead()
         parser = httptools.HttpResponseParser(parsed)
         early = b""
@@ -202,7 +271,7 @@ class Upstream:
             while not parsed.complete:
                 data = await reader.read(65536)
                 if not data:
-                    if parsed.head_done and not parsed.complete:
+                    if parsed.head_done:
                         parsed.complete = True  # body delimited by close
                         break
                     raise UpstreamError("kube-apiserver closed the connection during upgrade")
@@ -212,8 +281,9 @@ class Upstream:
                     offset = up.args[0] if up.args else len(data)
                     early = data[offset:]
                     break
+                if parsed.body_size > _MAX_ERROR_BODY:
+                    raise UpstreamError("the kube-apiserver's answer to an upgrade is too large")
         except (OSError, httptools.HttpParserError) as exc:
-            writer.close()
             raise UpstreamError(f"bad upgrade answer from kube-apiserver: {exc}") from exc
         status = parser.get_status_code()
         if status == 101:
@@ -224,6 +294,13 @@ class Upstream:
         writer.close()
         body = b"".join(parsed.body)
         return UpstreamResponse(status, parsed.headers, _once(body))
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return text or type(exc).__name__
 
 
 async def _empty() -> AsyncIterator[bytes]:

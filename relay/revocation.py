@@ -1,0 +1,114 @@
+"""Revocation at the relay: when policy may have shrunk someone's access, act on it here too.
+
+The policy projection calls `on_change` (synchronously, from its own task) with the users whose
+access may have shrunk, or None for anyone. Work is coalesced and done by one task: first the
+cheap, urgent part - users whose plan on this cluster is now empty get their live streams cut
+(`RelayServer.abort_user`) - then the cluster part: their service accounts and bindings are
+deleted, and users who still have some access get their bindings reconciled so cluster RBAC
+refuses what was removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Protocol
+
+from relay.errors import RelayError
+from relay.jit import JitAccounts
+from relay.metrics import RelayMetrics
+from relay.plans import Planner
+
+log = logging.getLogger("kubegate.relay.revocation")
+
+
+class StreamCutter(Protocol):
+    """What the watcher needs from the transport (a `RelayServer`)."""
+
+    def live_streams(self, user: str | None = None) -> list: ...
+
+    async def abort_user(self, user: str, reason: str) -> int: ...
+
+
+class AccessWatcher:
+    """Applies policy changes to live streams and service accounts; see the module docstring."""
+
+    def __init__(
+        self,
+        planner: Planner,
+        accounts: JitAccounts,
+        streams: StreamCutter,
+        metrics: RelayMetrics,
+    ) -> None:
+        self.planner = planner
+        self.accounts = accounts
+        self.streams = streams
+        self.m = metrics
+        self._pending: set[str] | None = set()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.applied = 0
+        """Batches of changes handled (tests and diagnostics wait on it)."""
+
+    def on_change(self, users: frozenset[str] | None) -> None:
+        """The projection's listener: remember who to re-check, wake the worker."""
+        if users is None:
+            self._pending = None
+        elif self._pending is not None:
+            self._pending |= users
+        self._wake.set()
+
+    def recheck_all(self) -> None:
+        """Re-check everyone (at start: revocations while no relay was running)."""
+        self.on_change(None)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="kubegate-relay-revocation")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            users, self._pending = self._pending, set()
+            try:
+                await self.apply(None if users is None else frozenset(users))
+            except Exception:
+                log.exception("applying a policy change failed; retrying everyone")
+                self._pending = None
+                await asyncio.sleep(1.0)
+                self._wake.set()
+            self.applied += 1
+
+    async def apply(self, users: frozenset[str] | None) -> None:
+        """Cut the streams of users left with no access here, then fix the cluster's RBAC."""
+        live = {s.user for s in self.streams.live_streams()}
+        affected = live if users is None else live & users
+        for user in sorted(affected):
+            if self.planner.plan(user).grant_ids:
+                continue
+            reason = self.planner.removal_reason(user)
+            cut = await self.streams.abort_user(
+                user, f"access to cluster {self.planner.cluster} ended ({reason})"
+            )
+            if cut:
+                self.m.aborted_streams.inc(cut)
+                log.info("live streams cut", extra={"user": user, "streams": cut})
+        try:
+            removed = await self.accounts.reconcile_users(users)
+        except RelayError as exc:
+            log.error("service accounts not reconciled", extra={"error": str(exc)})
+            raise
+        for user, reason in removed.items():
+            log.info(
+                "service account removed after a policy change",
+                extra={"user": user, "reason": reason},
+            )
