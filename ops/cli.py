@@ -6,7 +6,7 @@ import argparse
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
-from ops import cli_admin, cli_bench, cli_up
+from ops import cli_admin, cli_bench, cli_relay, cli_up
 from ops.sim import cli as sim_cli
 
 
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_up.add_parser(subparsers)
     cli_admin.add_parsers(subparsers)
     cli_bench.add_parser(subparsers)
+    cli_relay.add_parser(subparsers)
     sim_cli.add_parser(subparsers)
     return parser
 

@@ -42,6 +42,7 @@ from relay.jit import MIN_TOKEN_TTL, JitAccounts
 from relay.kube import KubeObjects
 from relay.metrics import RelayMetrics
 from relay.plans import Planner
+from relay.probes import ProbeServer
 from relay.revocation import AccessWatcher
 from relay.upstream import Upstream
 
@@ -103,6 +104,9 @@ class RelaySettings:
     drain_s: float = 5.0
     """Grace for in-flight streams at shutdown before they are aborted."""
     transport: TransportConfig | None = None
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 0
+    """Serve /metrics and /healthz on this port (0: not at all)."""
 
     def validate(self) -> None:
         if not self.cluster:
@@ -169,7 +173,10 @@ class RelayService:
         self.server: _RelayServer | None = None
         self.watcher: AccessWatcher | None = None
         self.store: EventStore | None = None
+        self.probes: ProbeServer | None = None
         self.agent: RelayAgent | None = None
+        self.draining = asyncio.Event()
+        """Set once the replica has left the queue group (no new streams come here)."""
         self._connected = False
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -183,6 +190,15 @@ class RelayService:
 
     async def _start(self) -> None:
         s = self.settings
+        if s.metrics_port:
+            self.probes = ProbeServer(self.registry, self.not_ready_reason)
+            try:
+                await self.probes.start(s.metrics_host, s.metrics_port)
+            except OSError as exc:
+                self.probes = None
+                raise RelayConfigError(
+                    f"cannot serve metrics on {s.metrics_host}:{s.metrics_port}: {exc.strerror}"
+                ) from exc
         if self.nc is None:
             self.nc = await connect(
                 s.nats_url, name=f"kubegate-{self.relay_id}", creds=s.nats_creds
@@ -269,6 +285,7 @@ class RelayService:
         self.metrics.ready.set(0)
         if self.server is not None:
             await self.server.stop_accepting()
+            self.draining.set()
             await self._drain(self.settings.drain_s)
             await self.server.close(reason)
             self.server = None
@@ -302,6 +319,9 @@ class RelayService:
             with contextlib.suppress(Exception):
                 await self.nc.close()
             self.nc = None
+        if self.probes is not None:
+            await self.probes.stop()
+            self.probes = None
 
     async def __aenter__(self) -> RelayService:
         await self.start()
@@ -317,7 +337,7 @@ class RelayService:
         await self.agent(stream)
 
     def not_ready_reason(self) -> str | None:
-        if self.policy is None:
+        if self.policy is None or self.server is None:
             return "starting"
         return self.policy.not_ready_reason()
 
