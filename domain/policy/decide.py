@@ -249,30 +249,21 @@ def _grants(
     standing_ok = not sensitive or (
         attrs.verb in READ_ONLY_VERBS and state.settings.standing_access == "read-only"
     )
-    best: GrantRecord | None = None
-    best_bg: tuple[GrantRecord, str] | None = None
-    for subject in state.subjects_of(user.user):
-        for grant in state.grants_on(subject, cluster):
-            if not (grant.active_at(now) and grant.allows_via(caller.via)):
-                continue
-            if best is not None and grant.grant_id >= best.grant_id:
-                continue
-            bg = state.valid_breakglass(grant, cluster.cluster)
-            if bg is None and not standing_ok:
-                continue
-            if not grant_allows(grant, attrs):
-                continue
-            if bg is None:
-                best = grant
-            elif best_bg is None or grant.grant_id < best_bg[0].grant_id:
-                best_bg = (grant, bg.request_id)
-    if best is not None:
-        return Decision(
-            allowed=True, status=200, code="allowed", reason=f"allowed by grant {best.grant_id}",
-            grant_id=best.grant_id,
-        )  # fmt: skip
-    if best_bg is not None:
-        grant, request_id = best_bg
+    fallback: tuple[GrantRecord, str] | None = None
+    for grant in state.candidates(user.user, cluster):  # sorted by grant id
+        if not (grant.active_at(now) and grant.allows_via(caller.via)):
+            continue
+        bg = state.valid_breakglass(grant, cluster.cluster) if grant.breakglass_id else None
+        if bg is None:
+            if standing_ok and grant_allows(grant, attrs):
+                return Decision(
+                    allowed=True, status=200, code="allowed",
+                    reason=f"allowed by grant {grant.grant_id}", grant_id=grant.grant_id,
+                )  # fmt: skip
+        elif fallback is None and grant_allows(grant, attrs):
+            fallback = (grant, bg.request_id)
+    if fallback is not None:
+        grant, request_id = fallback
         return Decision(
             allowed=True,
             status=200,
@@ -296,12 +287,11 @@ def _why_not(
     """The closest miss among grants that would have allowed the request's content."""
     what = f"{attrs.describe()} on cluster {cluster.cluster}"
     near: dict[str, GrantRecord] = {}
-    for subject in state.subjects_of(user.user):
-        for grant in state.grants_on(subject, cluster):
-            if grant_allows(grant, attrs):
-                for code, hit in _blockers(state, grant, caller, cluster, now, standing_ok):
-                    if hit and (code not in near or grant.grant_id < near[code].grant_id):
-                        near[code] = grant
+    for grant in state.candidates(user.user, cluster):
+        if grant_allows(grant, attrs):
+            for code, hit in _blockers(state, grant, caller, cluster, now, standing_ok):
+                if hit and code not in near:
+                    near[code] = grant
     if "breakglass-required" in near:
         g = near["breakglass-required"]
         if state.settings.standing_access == "none":
