@@ -623,3 +623,25 @@ def test_nothing_changes_before_the_next_deadline(
         if deadline is not None:  # the edge itself, judged by the reference
             check(state, ref, caller, cluster, attrs, deadline)
             check(state, ref, caller, cluster, attrs, deadline - timedelta(microseconds=1))
+
+
+@settings(max_examples=150, deadline=None)
+@given(histories(), st.data())
+def test_queries_between_events_do_not_stale_the_state(
+    history: list[Any], data: st.DataObject
+) -> None:
+    """Caches filled by decisions made mid-log must not survive the events that follow."""
+    fresh = PolicyState().apply_all(history)
+    live = PolicyState()
+    asks = data.draw(asks_for(history))
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(history)), max_size=4)))
+    done = 0
+    for cut in [*cuts, len(history)]:
+        live.apply_all(history[done:cut])
+        done = cut
+        for caller, cluster, attrs, now in asks:
+            decide(live, caller, cluster, attrs, now)
+    for caller, cluster, attrs, now in asks:
+        assert decide(live, caller, cluster, attrs, now) == decide(
+            fresh, caller, cluster, attrs, now
+        )
