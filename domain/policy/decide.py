@@ -16,13 +16,19 @@ Checks, in order; the first that fails decides:
    console-session-required switch applies the user has a live console session
    (403 `console-session-required`);
 7. an active grant allows the request (403 otherwise; the reason names the closest miss:
-   `grant-expired`, `grant-not-yet-valid`, `grant-mode`, `breakglass-required`, `no-grant`).
+   `breakglass-required`, `grant-mode`, `grant-expired`, `grant-not-yet-valid`,
+   `grant-revoked`, `no-grant`, in that order of preference).
 
 Why 401 for credential failures and 403 for the rest: 401 is Kubernetes' "who are you?" and
 kubectl answers it with "You must be logged in to the server" - exactly what a user with a
 revoked or superseded kubeconfig must do (download a new one). Everything after that is "we
 know who you are and the answer is no", which kubectl shows as `Error from server (Forbidden)`
 with our reason.
+
+Revocation compares the not_before of the certificate the client presented (the edge reads
+it from the TLS peer certificate) with the user's last `UserAccessRevoked`; an equal instant
+passes. A CA that backdates not_before for clock skew errs on the safe side: a certificate
+issued within that margin after a revocation is refused too.
 
 Grants: a grant reaches the user directly or through any group (local or IdP); it matches the
 cluster by name, `*` or all of its label selector; it is active in [not_before, expires_at);
@@ -51,6 +57,7 @@ import msgspec
 
 from domain.policy import roles
 from domain.policy.attributes import RequestAttributes
+from domain.policy.errors import InvalidCallerError
 from domain.policy.rules import READ_ONLY_VERBS
 from domain.policy.state import (
     ClusterRecord,
@@ -74,6 +81,10 @@ class Caller(msgspec.Struct, frozen=True, kw_only=True):
     cert_serial: str = ""
     cert_not_before: datetime | None = None
     session_id: str = ""
+
+    def __post_init__(self) -> None:
+        if self.via not in ("cli", "browser"):
+            raise InvalidCallerError(f"unknown access path {self.via!r}")
 
 
 class Decision(msgspec.Struct, frozen=True, kw_only=True):
