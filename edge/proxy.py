@@ -25,6 +25,7 @@ from broker.transport import ClientStream, EdgeClient
 from domain import events
 from domain.policy.attributes import RequestAttributes, attributes_from_http
 from domain.policy.decide import Caller, Decision
+from domain.policy.errors import MalformedRequestError
 from edge import headers as hdr
 from edge.http1 import Request, Response, Tunnel
 from edge.identity import identity_from_der
@@ -165,7 +166,11 @@ class KubeProxy:
         if reason is not None:
             await self._status(resp, 503, f"kubegate edge is not serving: {reason}")
             return
-        attrs = attributes_from_http(req.method, path, req.query_string)
+        try:
+            attrs = attributes_from_http(req.method, unquote(path), req.query_string)
+        except MalformedRequestError as exc:
+            await self._status(resp, 400, f"malformed request path: {exc}")
+            return
         caller = Caller(
             user=identity.user,
             via="cli",

@@ -16,13 +16,19 @@ Checks, in order; the first that fails decides:
    console-session-required switch applies the user has a live console session
    (403 `console-session-required`);
 7. an active grant allows the request (403 otherwise; the reason names the closest miss:
-   `grant-expired`, `grant-not-yet-valid`, `grant-mode`, `breakglass-required`, `no-grant`).
+   `breakglass-required`, `grant-mode`, `grant-expired`, `grant-not-yet-valid`,
+   `grant-revoked`, `no-grant`, in that order of preference).
 
 Why 401 for credential failures and 403 for the rest: 401 is Kubernetes' "who are you?" and
 kubectl answers it with "You must be logged in to the server" - exactly what a user with a
 revoked or superseded kubeconfig must do (download a new one). Everything after that is "we
 know who you are and the answer is no", which kubectl shows as `Error from server (Forbidden)`
 with our reason.
+
+Revocation compares the not_before of the certificate the client presented (the edge reads
+it from the TLS peer certificate) with the user's last `UserAccessRevoked`; an equal instant
+passes. A CA that backdates not_before for clock skew errs on the safe side: a certificate
+issued within that margin after a revocation is refused too.
 
 Grants: a grant reaches the user directly or through any group (local or IdP); it matches the
 cluster by name, `*` or all of its label selector; it is active in [not_before, expires_at);
@@ -51,6 +57,7 @@ import msgspec
 
 from domain.policy import roles
 from domain.policy.attributes import RequestAttributes
+from domain.policy.errors import InvalidCallerError
 from domain.policy.rules import READ_ONLY_VERBS
 from domain.policy.state import (
     ClusterRecord,
@@ -74,6 +81,10 @@ class Caller(msgspec.Struct, frozen=True, kw_only=True):
     cert_serial: str = ""
     cert_not_before: datetime | None = None
     session_id: str = ""
+
+    def __post_init__(self) -> None:
+        if self.via not in ("cli", "browser"):
+            raise InvalidCallerError(f"unknown access path {self.via!r}")
 
 
 class Decision(msgspec.Struct, frozen=True, kw_only=True):
@@ -249,30 +260,21 @@ def _grants(
     standing_ok = not sensitive or (
         attrs.verb in READ_ONLY_VERBS and state.settings.standing_access == "read-only"
     )
-    best: GrantRecord | None = None
-    best_bg: tuple[GrantRecord, str] | None = None
-    for subject in state.subjects_of(user.user):
-        for grant in state.grants_on(subject, cluster):
-            if not (grant.active_at(now) and grant.allows_via(caller.via)):
-                continue
-            if best is not None and grant.grant_id >= best.grant_id:
-                continue
-            bg = state.valid_breakglass(grant, cluster.cluster)
-            if bg is None and not standing_ok:
-                continue
-            if not grant_allows(grant, attrs):
-                continue
-            if bg is None:
-                best = grant
-            elif best_bg is None or grant.grant_id < best_bg[0].grant_id:
-                best_bg = (grant, bg.request_id)
-    if best is not None:
-        return Decision(
-            allowed=True, status=200, code="allowed", reason=f"allowed by grant {best.grant_id}",
-            grant_id=best.grant_id,
-        )  # fmt: skip
-    if best_bg is not None:
-        grant, request_id = best_bg
+    fallback: tuple[GrantRecord, str] | None = None
+    for grant in state.candidates(user.user, cluster):  # sorted by grant id
+        if not (grant.active_at(now) and grant.allows_via(caller.via)):
+            continue
+        bg = state.valid_breakglass(grant, cluster.cluster) if grant.breakglass_id else None
+        if bg is None:
+            if standing_ok and grant_allows(grant, attrs):
+                return Decision(
+                    allowed=True, status=200, code="allowed",
+                    reason=f"allowed by grant {grant.grant_id}", grant_id=grant.grant_id,
+                )  # fmt: skip
+        elif fallback is None and grant_allows(grant, attrs):
+            fallback = (grant, bg.request_id)
+    if fallback is not None:
+        grant, request_id = fallback
         return Decision(
             allowed=True,
             status=200,
@@ -296,12 +298,11 @@ def _why_not(
     """The closest miss among grants that would have allowed the request's content."""
     what = f"{attrs.describe()} on cluster {cluster.cluster}"
     near: dict[str, GrantRecord] = {}
-    for subject in state.subjects_of(user.user):
-        for grant in state.grants_on(subject, cluster):
-            if grant_allows(grant, attrs):
-                for code, hit in _blockers(state, grant, caller, cluster, now, standing_ok):
-                    if hit and (code not in near or grant.grant_id < near[code].grant_id):
-                        near[code] = grant
+    for grant in state.candidates(user.user, cluster):
+        if grant_allows(grant, attrs):
+            for code, hit in _blockers(state, grant, caller, cluster, now, standing_ok):
+                if hit and code not in near:
+                    near[code] = grant
     if "breakglass-required" in near:
         g = near["breakglass-required"]
         if state.settings.standing_access == "none":

@@ -34,6 +34,10 @@ class NaiveTimeError(PolicyError):
         self.what = what
 
 
+class InvalidCallerError(PolicyError):
+    """A `Caller` that names no known access path (`cli` or `browser`)."""
+
+
 class InvalidRuleError(PolicyError):
     """An RBAC rule that Kubernetes would reject (no verbs, resources mixed with URLs, ...)."""
 

@@ -208,6 +208,21 @@ class _SubjectGrants:
 
 
 SwitchKey = tuple[str, str]
+CANDIDATE_CACHE_LIMIT = 200_000
+_RESHAPES_CANDIDATES = frozenset(
+    {
+        ev.GrantIssued,
+        ev.GrantRevoked,
+        ev.ClusterRegistered,
+        ev.ClusterLabelsSet,
+        ev.ClusterRemoved,
+        ev.MemberAdded,
+        ev.MemberRemoved,
+        ev.GroupDeleted,
+        ev.IdpGroupsSynced,
+    }
+)
+"""Events after which the cached (user, cluster) -> grants lists may be wrong."""
 
 
 def switch_key(scope: str, target: str) -> SwitchKey:
@@ -237,6 +252,7 @@ class PolicyState:
         self._local_groups: dict[str, set[str]] = {}
         self._groups: dict[str, frozenset[str]] = {}
         self._live: dict[tuple[str, str], _SubjectGrants] = {}
+        self._candidates: dict[tuple[str, str], tuple[GrantRecord, ...]] = {}
         self._retired: dict[tuple[str, str], dict[str, GrantRecord]] = {}
         self._user_sessions: dict[str, set[str]] = {}
         self._timeline: SortedList = SortedList()
@@ -281,6 +297,8 @@ class PolicyState:
             return False
         handler(event)
         self.events_applied += 1
+        if type(event) in _RESHAPES_CANDIDATES:
+            self._candidates.clear()
         return True
 
     def apply_all(self, events: Iterable[object]) -> PolicyState:
@@ -578,6 +596,22 @@ class PolicyState:
         for record in bucket.dynamic.values():
             if (not named or record.grant_id not in named) and record.matches_cluster(cluster):
                 yield record
+
+    def candidates(self, user: str, cluster: ClusterRecord) -> tuple[GrantRecord, ...]:
+        """Every unrevoked grant that reaches `user` (directly or through a group) and matches
+        `cluster`, in any time window, sorted by grant id. Cached until a grant, membership
+        or cluster event; this is the edge's per-request lookup."""
+        key = (user, cluster.cluster)
+        found = self._candidates.get(key)
+        if found is None:
+            unique = {
+                g.grant_id: g for s in self.subjects_of(user) for g in self.grants_on(s, cluster)
+            }
+            found = tuple(unique[k] for k in sorted(unique))
+            if len(self._candidates) >= CANDIDATE_CACHE_LIMIT:
+                self._candidates.clear()
+            self._candidates[key] = found
+        return found
 
     def subject_grants(self, subject: tuple[str, str]) -> Iterator[GrantRecord]:
         """Every unrevoked grant of one subject, whatever cluster."""

@@ -9,7 +9,7 @@ import pytest
 from domain.events import Rule
 from domain.policy.attributes import attributes_from_http
 from domain.policy.decide import Caller, Decision, decide
-from domain.policy.errors import NaiveTimeError
+from domain.policy.errors import InvalidCallerError, NaiveTimeError
 from domain.policy.state import PolicyState
 from tests.domain import builders as b
 from tests.domain.builders import at
@@ -74,6 +74,11 @@ def test_nothing_granted_nothing_allowed() -> None:
 
 def test_a_grant_allows() -> None:
     allowed(ask(world(b.grant("g1", "alice"))), "g1")
+
+
+def test_unknown_access_path_is_refused() -> None:
+    with pytest.raises(InvalidCallerError):
+        Caller(user="alice", via="both")  # type: ignore[arg-type]
 
 
 def test_naive_now_is_refused() -> None:
