@@ -129,6 +129,13 @@ class JitAccounts:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
+    def invalidate(self, user: str) -> None:
+        """Forget what we believe about `user`'s account (its token was refused): the next
+        `token_for` checks the account, its bindings and asks for a new token."""
+        account = self._accounts.get(user)
+        if account is not None:
+            account.forget()
+
     def known_users(self) -> set[str]:
         """Users this replica holds an account for."""
         return {u for u, a in self._accounts.items() if a.uid}

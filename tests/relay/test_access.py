@@ -10,7 +10,7 @@ from nats.aio.client import Client
 from broker.transport import EdgeClient
 from relay.plans import service_account_name
 from tests.relay.conftest import Policy, SimAdmin, SimRunner, new_relay
-from tests.relay.helpers import request
+from tests.relay.helpers import eventually, request
 
 SA_NS = "kubegate-system"
 
@@ -171,3 +171,47 @@ async def test_user_without_access_here_is_refused_by_the_relay(
         # nothing was made for her
     sa = service_account_name(user)
     assert await admin.get(f"/api/v1/namespaces/{SA_NS}/serviceaccounts/{sa}") is None
+
+
+async def test_new_grant_takes_effect_on_the_next_request(
+    nc: Client, edge: EdgeClient, sim: SimRunner, admin: SimAdmin, policy: Policy
+) -> None:
+    cluster, user, ns = policy.name("c"), policy.name("hal"), policy.name("ns")
+    await _namespace(admin, ns)
+    await policy.user(user)
+    await policy.cluster(cluster)
+    await policy.grant(policy.name("view"), user, "view", cluster, namespaces=(ns,))
+    cm = b'{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"%s"}}'
+    path = f"/api/v1/namespaces/{ns}/configmaps"
+    async with new_relay(nc, sim, cluster):
+        denied = await request(edge, cluster, user, "POST", path, body=cm % b"a")
+        assert denied.status == 403, denied.body  # the cluster refuses: view only
+        await policy.grant(policy.name("edit"), user, "edit", cluster, namespaces=(ns,))
+
+        async def allowed() -> bool:
+            answer = await request(edge, cluster, user, "POST", path, body=cm % b"b")
+            return answer.status == 201
+
+        await eventually(allowed, "the new grant to reach the cluster")
+
+
+async def test_account_deleted_behind_the_relays_back_is_made_again(
+    nc: Client, edge: EdgeClient, sim: SimRunner, admin: SimAdmin, policy: Policy
+) -> None:
+    cluster, user = policy.name("c"), policy.name("ivy")
+    await policy.user(user)
+    await policy.cluster(cluster)
+    await policy.grant(policy.name("g"), user, "view", cluster)
+    sa_path = f"/api/v1/namespaces/{SA_NS}/serviceaccounts/{service_account_name(user)}"
+    async with new_relay(nc, sim, cluster):
+        assert (await request(edge, cluster, user, "GET", "/api/v1/namespaces")).status == 200
+        first = await admin.get(sa_path)
+        status, _ = await admin.call("DELETE", sa_path)
+        assert status == 200
+        # the cached token is now refused by the API server; the relay notices and starts over
+        again = await request(edge, cluster, user, "GET", "/api/v1/namespaces")
+        assert again.status == 200, again.body
+        second = await admin.get(sa_path)
+        assert second is not None and second["metadata"]["uid"] != first["metadata"]["uid"]
+    logged = await policy.events_of("serviceaccount", f"{cluster}:{user}")
+    assert [type(e).__name__ for e in logged] == ["ServiceAccountProvisioned"] * 2
