@@ -4,12 +4,15 @@ user's grants and nothing else."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 
 from nats.aio.client import Client
+from prometheus_client import CollectorRegistry
 
 from broker.transport import EdgeClient
 from relay.plans import service_account_name
-from tests.relay.conftest import Policy, SimAdmin, SimRunner, new_relay
+from relay.service import RelayService
+from tests.relay.conftest import Policy, SimAdmin, SimRunner, new_relay, relay_settings
 from tests.relay.helpers import eventually, request
 
 SA_NS = "kubegate-system"
@@ -215,3 +218,36 @@ async def test_account_deleted_behind_the_relays_back_is_made_again(
         assert second is not None and second["metadata"]["uid"] != first["metadata"]["uid"]
     logged = await policy.events_of("serviceaccount", f"{cluster}:{user}")
     assert [type(e).__name__ for e in logged] == ["ServiceAccountProvisioned"] * 2
+
+
+async def test_token_is_renewed_before_it_expires(
+    nc: Client, edge: EdgeClient, sim: SimRunner, policy: Policy
+) -> None:
+    cluster, user = policy.name("c"), policy.name("kim")
+    await policy.user(user)
+    await policy.cluster(cluster)
+    await policy.grant(policy.name("g"), user, "view", cluster)
+    skew = [timedelta(0)]
+    relay = RelayService(
+        relay_settings(sim, cluster),
+        nc=nc,
+        registry=CollectorRegistry(),
+        clock=lambda: datetime.now(UTC) + skew[0],
+    )
+
+    def tokens() -> float:
+        found = relay.registry.get_sample_value(
+            "kubegate_relay_jit_provisioning_total", {"action": "token", "result": "ok"}
+        )
+        return found or 0.0
+
+    async with relay:
+        for _ in range(3):
+            assert (await request(edge, cluster, user, "GET", "/api/v1/namespaces")).status == 200
+        assert tokens() == 1.0  # cached
+        skew[0] = timedelta(minutes=47)  # 1 h tokens are renewed at 80% of their life
+        assert (await request(edge, cluster, user, "GET", "/api/v1/namespaces")).status == 200
+        assert tokens() == 1.0
+        skew[0] = timedelta(minutes=49)
+        assert (await request(edge, cluster, user, "GET", "/api/v1/namespaces")).status == 200
+        assert tokens() == 2.0

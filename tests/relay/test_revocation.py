@@ -189,9 +189,16 @@ async def test_idle_account_is_swept_with_its_bindings(
             await eventually(lambda: _bindings_are(admin, owner, []), "the bindings to go")
             removed = await eventually(lambda: _removed(policy, cluster, user), "the removal event")
             assert [e.reason for e in removed] == ["idle"]
-            sweeps_after = relay.metrics.sweeps.labels("ok")._value.get() + 2
+
+            def sweeps() -> float:
+                found = relay.registry.get_sample_value(
+                    "kubegate_relay_sweeps_total", {"result": "ok"}
+                )
+                return found or 0.0
+
+            sweeps_after = sweeps() + 2
             await eventually(
-                lambda: relay.metrics.sweeps.labels("ok")._value.get() >= sweeps_after,
+                lambda: sweeps() >= sweeps_after,
                 "two more sweeps",
             )
             assert await _sa(admin, busy) is not None
