@@ -175,13 +175,16 @@ async def test_edge_cancel_closes_the_upstream_watch(
         assert (await asyncio.wait_for(watch.response_head(), WAIT)).status == 200
         assert await secret_watchers() == 1
         await watch.cancel("client went away")
-        # The simulator (aiohttp) notices a closed connection when it next writes, so give it
-        # something to write; had the relay kept the connection, the watch would live on.
-        secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "poke"}}
-        status, body = await admin.call("POST", f"/api/v1/namespaces/{ns}/secrets", secret)
-        assert status == 201, body
-        await eventually(lambda: _none_left(secret_watchers), "the upstream watch to close")
+        # The simulator (aiohttp) notices a closed connection only when a write fails, so give
+        # it something to write each time we look; had the relay kept the connection open, the
+        # writes would succeed and the watch would live on.
+        pokes = iter(range(1000))
 
+        async def closed() -> bool:
+            name = f"poke-{next(pokes)}"
+            secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}}
+            status, body = await admin.call("POST", f"/api/v1/namespaces/{ns}/secrets", secret)
+            assert status == 201, body
+            return await secret_watchers() == 0
 
-async def _none_left(count) -> bool:  # type: ignore[no-untyped-def]
-    return await count() == 0
+        await eventually(closed, "the upstream watch to close", every=0.1)
