@@ -52,7 +52,7 @@ def _kubegate(*args: str, log: Path) -> subprocess.Popen[bytes]:
 
 async def _wait_file(path: Path, proc: subprocess.Popen[bytes], what: str) -> None:
     deadline = time.monotonic() + 120
-    while not path.exists():
+    while not await asyncio.to_thread(path.exists):
         if proc.poll() is not None:
             raise RuntimeError(f"{what} exited with {proc.returncode}")
         if time.monotonic() > deadline:
@@ -201,7 +201,7 @@ async def _wait_proxy(top: Topology) -> None:
 
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def _timed_gets(session: aiohttp.ClientSession, url: str, n: int, **kw: Any) -> list[float]:

@@ -50,7 +50,7 @@ def _kubectl(kubeconfig: Path, context: str | None, *args: str) -> list[str]:
 async def port_forward_rate(
     kubeconfig: Path, context: str | None, megabytes: int, workdir: Path
 ) -> float:
-    workdir.mkdir(parents=True, exist_ok=True)
+    os.makedirs(workdir, exist_ok=True)
     server, sink_port = await _sink()
     pod = f"pf-{uuid.uuid4().hex[:6]}"
     manifest = {
