@@ -22,7 +22,7 @@ from nats.aio.client import Client as NatsClient
 from prometheus_client import CollectorRegistry
 
 from broker import subjects
-from broker.activity import ActivityPublisher
+from broker.activity import ActivityPublisher, ActivityQueue
 from broker.transport import EdgeClient
 from edge.http1 import Http1Server
 from edge.proxy import KubeProxy
@@ -90,11 +90,12 @@ class EdgeService:
             clock=clock,
         )
         self.activity = ActivityPublisher(nc, registry=self.registry)
+        self.activity_queue = ActivityQueue(self.activity)
         self.client = EdgeClient(nc, subjects.edge_peer(self.edge_id), registry=self.registry)
         self.proxy = KubeProxy(
             client=self.client,
             policy=self.policy,
-            emit=self.activity.publish,
+            emit=self.activity_queue.put,
             edge_id=self.edge_id,
             open_timeout_s=settings.open_timeout_s,
             clock=clock,
@@ -125,6 +126,7 @@ class EdgeService:
     async def stop(self) -> None:
         await self.server.stop()
         await self.client.close()
+        await self.activity_queue.close()
         try:
             await self.activity.flush(5.0)
         except Exception:
