@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+from asyncio import sslproto
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -505,6 +506,33 @@ async def _plain_error(_req: Request, resp: Response, exc: HttpError) -> None:
     await resp.send(exc.status, (exc.message + "\n").encode(), "text/plain; charset=utf-8")
 
 
+class _AlertingSSLProtocol(sslproto.SSLProtocol):
+    """asyncio's TLS protocol, but a failed handshake sends its alert before closing.
+
+    asyncio drops the alert OpenSSL wrote (it aborts without flushing), so a client with a
+    foreign or expired certificate sees only "EOF" or "connection reset". Flushing first lets
+    kubectl print "remote error: tls: unknown certificate authority" or "... expired".
+    """
+
+    def _on_handshake_complete(self, handshake_exc: BaseException | None) -> None:
+        if handshake_exc is not None:
+            with contextlib.suppress(Exception):
+                self._process_outgoing()
+            log.info("TLS handshake refused", extra={"error": str(handshake_exc)})
+        super()._on_handshake_complete(handshake_exc)
+
+
+def _tls_factory(
+    loop: asyncio.AbstractEventLoop, ctx: ssl.SSLContext, app_factory: Callable[[], _Connection]
+) -> Callable[[], asyncio.BaseProtocol]:
+    def make() -> asyncio.BaseProtocol:
+        return _AlertingSSLProtocol(
+            loop, app_factory(), ctx, None, server_side=True, ssl_handshake_timeout=30.0
+        )
+
+    return make
+
+
 class Http1Server:
     """Serves `handler` on host:port (TLS when `ssl_context` is given)."""
 
@@ -525,9 +553,10 @@ class Http1Server:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: _Connection(self), host, port, ssl=self.ssl_context, backlog=1024
-        )
+        factory: Callable[[], asyncio.BaseProtocol] = lambda: _Connection(self)  # noqa: E731
+        if self.ssl_context is not None:
+            factory = _tls_factory(loop, self.ssl_context, lambda: _Connection(self))
+        self._server = await loop.create_server(factory, host, port, backlog=1024)
         return self._server.sockets[0].getsockname()[1]
 
     @property
