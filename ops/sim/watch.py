@@ -135,7 +135,9 @@ async def serve(
             first = False
         if opts.send_initial_events and opts.bookmarks:
             await response.write(_event("BOOKMARK", _bookmark(rt, start_rv, initial_end=True)))
-        next_bookmark = time.monotonic() + opts.bookmark_interval
+        # Without bookmarks there is nothing to wake for but changes and the deadline (a past
+        # `next_bookmark` would make every wait zero: a busy loop).
+        next_bookmark = time.monotonic() + opts.bookmark_interval if opts.bookmarks else deadline
         stop_task = asyncio.ensure_future(stopping.wait())
         try:
             while True:
