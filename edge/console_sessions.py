@@ -96,7 +96,6 @@ class ConsoleSessions:
         self.touching: set[str] = set()
         """Sessions with a touch in flight (one at a time per session)."""
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.touches = 0
 
     # --- opening ---------------------------------------------------------------------------
 
@@ -203,7 +202,6 @@ class ConsoleSessions:
                 command_id=f"session-touch:{uuid.uuid4().hex}",
             )
             if result.positions:
-                self.touches += 1
                 await self.feed.wait_applied(max(result.positions), 5.0)
         except derr.CommandRejectedError as exc:
             log.info(

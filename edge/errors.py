@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from domain.errors import KubegateError
 
 
@@ -46,7 +48,7 @@ class LockedOutError(IdentityError):
     status = 429
     code = "locked"
 
-    def __init__(self, message: str, until: object) -> None:
+    def __init__(self, message: str, until: datetime | None) -> None:
         super().__init__(message)
         self.until = until
 

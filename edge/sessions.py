@@ -114,6 +114,3 @@ class SessionBook:
         return min(
             (min(s.expires_at, s.idle_deadline) for s in self.sessions.values()), default=None
         )
-
-    def of_user(self, user: str) -> list[OpenSession]:
-        return [s for s in self.sessions.values() if s.user == user]
