@@ -408,3 +408,66 @@ def add_parsers(subparsers: Any) -> None:
     p.add_argument("--json", action="store_true")
     p.add_argument("--stream", choices=("control", "activity", "all"), default="all")
     p.add_argument("-n", "--last", type=int, default=20)
+
+    p = _leaf(subparsers, "login", cmd_login, help="log in as a user (a console session)")
+    p.add_argument("--user", required=True)
+    p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    p.add_argument("--print-token", action="store_true", help="print the token, store nothing")
+    p.add_argument("--server", help="admin API URL (default: the admin config's)")
+    p.add_argument("--ca-file", help="CA of the admin API (default: the admin config's)")
+    _leaf(subparsers, "logout", cmd_logout, help="end the session `kubegate login` stored")
+
+
+# --- login and logout ---------------------------------------------------------------------
+
+SESSION_CONF = "session.conf"
+
+
+def _login_target(args: argparse.Namespace) -> tuple[AdminConfig, Path]:
+    """Where to log in (the admin config's API and CA, or --server/--ca-file) and where the
+    session file goes (next to the admin config)."""
+    path = resolve(args.config, args.data_dir)
+    server, ca_file = args.server, args.ca_file
+    if not (server and ca_file):
+        known = AdminConfig.load(path)
+        server, ca_file = server or known.admin_url, ca_file or known.ca_file
+    ca = str(Path(ca_file).expanduser().resolve())
+    return AdminConfig(admin_url=server, token="", ca_file=ca), path.parent / SESSION_CONF
+
+
+def cmd_login(args: argparse.Namespace) -> int:
+    target, session_path = _login_target(args)
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        import getpass
+
+        password = getpass.getpass(f"password for {args.user}: ")
+    answer = AdminClient(target).post("/v1/login", {"user": args.user, "password": password})
+    if args.print_token:
+        print(answer["token"])
+        return 0
+    session = AdminConfig(admin_url=target.admin_url, token=answer["token"], ca_file=target.ca_file)
+    session.save(session_path)
+    print(
+        f"logged in as {answer['user']} until {answer['expires_at']}; "
+        f"use --config {session_path} (or KUBEGATE_CONFIG) to act as {answer['user']}"
+    )
+    return 0
+
+
+def cmd_logout(args: argparse.Namespace) -> int:
+    path = resolve(args.config, args.data_dir)
+    session_path = path if path.name == SESSION_CONF else path.parent / SESSION_CONF
+    if not session_path.exists():
+        raise KubegateError(f"no session stored at {session_path}: not logged in")
+    session = AdminConfig.load(session_path)
+    try:
+        answer = AdminClient(session).post("/v1/logout")
+        print(f"logged out {answer['user']}")
+    except ApiCallError as exc:
+        if exc.status != 401:
+            raise
+        print("the session had already ended")
+    session_path.unlink()
+    return 0

@@ -32,6 +32,8 @@ from broker.streams import ensure_streams
 from domain.control import ControlPlane
 from edge.admin_api import AdminContext, build_app
 from edge.ca import CertificateAuthority, write_server_files
+from edge.identity_service import IdentityService
+from edge.identity_settings import IdentitySettings
 from edge.service import EdgeService, EdgeSettings
 from ops.config import ADMIN_CONF, READY_JSON, AdminConfig
 from projections.audit import AuditStore, audit_runner
@@ -55,6 +57,7 @@ class Settings:
     replicas: int = 1
     staleness_bound_s: float = 30.0
     hostnames: list[str] = field(default_factory=list)
+    identity: IdentitySettings = field(default_factory=IdentitySettings)
 
 
 def admin_ssl_context(pki: Path) -> ssl.SSLContext:
@@ -77,6 +80,7 @@ class ControlPlaneService:
         self.nc: Any = None
         self.control: ControlPlane | None = None
         self.edge: EdgeService | None = None
+        self.identity: IdentityService | None = None
         self.audit: AuditStore | None = None
         self.audit_runner: Any = None
         self.admin_runner: web.AppRunner | None = None
@@ -141,6 +145,15 @@ class ControlPlaneService:
         await self.edge.start()
         self.edge_url = self.edge.url
         public = s.public_host or s.host
+        self.identity = IdentityService(
+            self.nc,
+            control=self.control,
+            policy=self.edge.policy,
+            clock=utcnow,
+            settings=s.identity,
+            registry=self.registry,
+        )
+        await self.identity.start()
 
         ctx = AdminContext(
             control=self.control,
@@ -152,6 +165,7 @@ class ControlPlaneService:
             policy=self.edge.policy,
             registry=self.registry,
             relay_credentials=self.relay_credentials,
+            identity=self.identity,
         )
         self.admin_runner = web.AppRunner(build_app(ctx), access_log=None)
         await self.admin_runner.setup()
@@ -167,6 +181,7 @@ class ControlPlaneService:
 
         async with asyncio.timeout(60):
             await self.edge.policy.wait_ready()
+            await self.identity.wait_ready()
         self._write_files()
 
     def _admin_token(self) -> str:
@@ -242,6 +257,8 @@ class ControlPlaneService:
         (self.data_dir / READY_JSON).unlink(missing_ok=True)
         if self.admin_runner is not None:
             await self.admin_runner.cleanup()
+        if self.identity is not None:
+            await self.identity.stop()
         if self.edge is not None:
             await self.edge.stop()
         if self.audit_runner is not None:
