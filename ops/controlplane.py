@@ -2,7 +2,8 @@
 
 What runs: NATS (embedded in `<data-dir>/nats` unless `--nats URL`), the two log streams, the
 control-plane command layer (eventsourcing over JetStream), the policy, sessions and audit
-projections, the admin API (HTTPS, admin token) and the kubectl edge (HTTPS, mutual TLS).
+projections, the admin API (HTTPS, admin token) with the web console and its browser shell
+(`/console/`), and the kubectl edge (HTTPS, mutual TLS).
 When everything serves, `<data-dir>/ready.json` names the endpoints and `<data-dir>/admin.conf`
 lets the CLI reach them. More edges can run elsewhere with `kubegate edge`.
 """
@@ -32,6 +33,7 @@ from broker.streams import ensure_streams
 from domain.control import ControlPlane
 from edge.admin_api import AdminContext, build_app
 from edge.ca import CertificateAuthority, write_server_files
+from edge.console import Console, ConsoleSettings
 from edge.service import EdgeService, EdgeSettings
 from ops.config import ADMIN_CONF, READY_JSON, AdminConfig
 from projections.audit import AuditStore, audit_runner
@@ -55,6 +57,7 @@ class Settings:
     replicas: int = 1
     staleness_bound_s: float = 30.0
     hostnames: list[str] = field(default_factory=list)
+    console: ConsoleSettings = field(default_factory=ConsoleSettings)
 
 
 def admin_ssl_context(pki: Path) -> ssl.SSLContext:
@@ -80,6 +83,8 @@ class ControlPlaneService:
         self.audit: AuditStore | None = None
         self.audit_runner: Any = None
         self.admin_runner: web.AppRunner | None = None
+        self.admin_ctx: AdminContext | None = None
+        self.console: Console | None = None
         self.admin_token = ""
         self.ca: CertificateAuthority | None = None
         self.edge_url = ""
@@ -142,6 +147,7 @@ class ControlPlaneService:
         self.edge_url = self.edge.url
         public = s.public_host or s.host
 
+        self.console = Console(s.console, registry=self.registry)
         ctx = AdminContext(
             control=self.control,
             ca=self.ca,
@@ -152,7 +158,9 @@ class ControlPlaneService:
             policy=self.edge.policy,
             registry=self.registry,
             relay_credentials=self.relay_credentials,
+            extra_routes=self.console.routes(),
         )
+        self.admin_ctx = ctx
         self.admin_runner = web.AppRunner(build_app(ctx), access_log=None)
         await self.admin_runner.setup()
         site = web.TCPSite(
@@ -240,6 +248,8 @@ class ControlPlaneService:
 
     async def stop(self) -> None:
         (self.data_dir / READY_JSON).unlink(missing_ok=True)
+        if self.console is not None:
+            await self.console.close()
         if self.admin_runner is not None:
             await self.admin_runner.cleanup()
         if self.edge is not None:
