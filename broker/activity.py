@@ -198,3 +198,50 @@ class ActivityPublisher:
             self._m_failed.labels(reason=failure).inc()
         if not self._pending:
             self._idle.set()
+
+
+class ActivityQueue:
+    """A synchronous, never-blocking front for `ActivityPublisher` on the request path.
+
+    `put(event)` enqueues (order kept) and returns at once; one task drains the queue into the
+    publisher. When the queue is full the event is dropped and counted: audit must never slow
+    down or stop a kubectl request. `close()` drains what is queued, within a bound.
+    """
+
+    def __init__(self, publisher: ActivityPublisher, *, capacity: int = 65536) -> None:
+        self.publisher = publisher
+        self.dropped = 0
+        self._queue: asyncio.Queue[events.Event | None] = asyncio.Queue(capacity)
+        self._task: asyncio.Task[None] | None = None
+
+    def put(self, event: events.Event) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._drain())
+        try:
+            self._queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.dropped += 1
+            log.warning("activity queue full: event dropped", extra={"type": type(event).__name__})
+
+    async def _drain(self) -> None:
+        while True:
+            event = await self._queue.get()
+            if event is None:
+                return
+            try:
+                await self.publisher.publish(event)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.dropped += 1
+                log.warning("activity event not published", exc_info=True)
+
+    async def close(self, within: float = 5.0) -> None:
+        if self._task is None:
+            return
+        try:
+            self._queue.put_nowait(None)
+            await asyncio.wait_for(asyncio.shield(self._task), within)
+        except (TimeoutError, asyncio.QueueFull):
+            self._task.cancel()
+        self._task = None

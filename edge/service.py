@@ -9,7 +9,6 @@ live requests and cuts what is no longer allowed.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import socket
 import ssl
@@ -23,9 +22,8 @@ from nats.aio.client import Client as NatsClient
 from prometheus_client import CollectorRegistry
 
 from broker import subjects
-from broker.activity import ActivityPublisher
+from broker.activity import ActivityPublisher, ActivityQueue
 from broker.transport import EdgeClient
-from domain import events
 from edge.http1 import Http1Server
 from edge.proxy import KubeProxy
 from projections.policy import PolicyProjection
@@ -92,11 +90,12 @@ class EdgeService:
             clock=clock,
         )
         self.activity = ActivityPublisher(nc, registry=self.registry)
+        self.activity_queue = ActivityQueue(self.activity)
         self.client = EdgeClient(nc, subjects.edge_peer(self.edge_id), registry=self.registry)
         self.proxy = KubeProxy(
             client=self.client,
             policy=self.policy,
-            emit=self._emit,
+            emit=self.activity_queue.put,
             edge_id=self.edge_id,
             open_timeout_s=settings.open_timeout_s,
             clock=clock,
@@ -108,14 +107,7 @@ class EdgeService:
             ),
         )
         self.url = ""
-        self._publishing: set[asyncio.Task[bool]] = set()
         self.policy.on_change(self._recheck)
-
-    def _emit(self, event: events.Event) -> None:
-        """The proxy records synchronously; publishing is async (and never blocks a request)."""
-        task = asyncio.get_running_loop().create_task(self.activity.publish(event))
-        self._publishing.add(task)
-        task.add_done_callback(self._publishing.discard)
 
     def _recheck(self, users: frozenset[str] | None) -> None:
         cut = self.proxy.live.recheck(self.policy, self.clock(), users)
@@ -134,8 +126,7 @@ class EdgeService:
     async def stop(self) -> None:
         await self.server.stop()
         await self.client.close()
-        if self._publishing:
-            await asyncio.wait(list(self._publishing), timeout=5.0)
+        await self.activity_queue.close()
         try:
             await self.activity.flush(5.0)
         except Exception:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import msgspec
 
+_encoder = msgspec.json.Encoder()
+
 REASONS = {
     400: "BadRequest",
     401: "Unauthorized",
@@ -28,37 +30,24 @@ REASONS = {
 }
 
 
-class StatusDetails(msgspec.Struct, omit_defaults=True):
-    name: str = ""
-    group: str = ""
-    kind: str = ""
-
-
-class Status(msgspec.Struct, omit_defaults=True):
-    kind: str = "Status"
-    apiVersion: str = "v1"
-    metadata: dict[str, str] = {}
-    status: str = "Failure"
-    message: str = ""
-    reason: str = ""
-    details: StatusDetails | None = None
-    code: int = 0
-
-
-_encoder = msgspec.json.Encoder()
-
-
 def status_body(
     code: int, message: str, *, reason: str = "", name: str = "", group: str = "", kind: str = ""
 ) -> bytes:
-    """JSON bytes of a failure Status with `code` and a one-line `message`."""
-    details = StatusDetails(name=name, group=group, kind=kind) if (name or kind) else None
-    return _encoder.encode(
-        Status(
-            message=message,
-            reason=reason or REASONS.get(code, "Unknown"),
-            details=details,
-            code=code,
-            metadata={},
-        )
-    )
+    """JSON bytes of a failure Status with `code` and a one-line `message`.
+
+    Every field kubectl looks at is always present (`kind`, `apiVersion`, `status`): without
+    them client-go does not recognise a Status and prints "unknown" instead of the message.
+    """
+    body: dict[str, object] = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason or REASONS.get(code, "Unknown"),
+        "code": code,
+    }
+    if name or kind:
+        details = {"name": name, "group": group, "kind": kind}
+        body["details"] = {k: v for k, v in details.items() if v}
+    return _encoder.encode(body)

@@ -114,10 +114,13 @@ class Demo:
     async def _start_relay(self, cluster: str, sim: Any) -> Any:
         from relay.service import RelayService, RelaySettings
 
+        cred = await self.control.relay_credentials(cluster)
+        creds_file = cred.save(self.directory / "clusters" / cluster / "relay.creds")
         relay = RelayService(
             RelaySettings(
                 cluster=cluster,
                 nats_url=self.control.nats_url,
+                nats_creds=str(creds_file),
                 kubeconfig=str(sim.kubeconfig_path),
                 idle=self.relay_idle,
             )

@@ -93,29 +93,63 @@ class RelayAgent:
             await stream.fail(frames.ErrorCode.OVERLOADED, f"relay not ready: {reason}")
             return "not_ready"
         upgrade = hdr.is_upgrade(o.headers)
+        # A request that sends nothing before its answer (GET, watch, an upgrade) can be sent
+        # again: if the API server no longer knows the cached token (the account was deleted
+        # behind our back), provision afresh and retry once.
+        retriable = upgrade or o.end
+        for attempt in (1, 2):
+            token, outcome = await self._token(stream)
+            if token is None:
+                return outcome
+            forward, dropped = hdr.upstream_headers(o.headers, token=token, upgrade=upgrade)
+            if dropped and attempt == 1:
+                log.warning(
+                    "identity headers dropped",
+                    extra={"user": o.user, "headers": dropped, "request_id": o.request_id},
+                )
+            started = time.monotonic()
+            try:
+                if upgrade:
+                    resp = await self.upstream.upgrade(o.method, o.path, o.query, forward)
+                else:
+                    body = None if o.end else stream.request_body()
+                    resp = await self.upstream.request(o.method, o.path, o.query, forward, body)
+            except UpstreamError as exc:
+                await stream.fail(frames.ErrorCode.UPSTREAM, _one_line(str(exc)))
+                return "upstream_error"
+            self.m.upstream_latency.labels("upgrade" if upgrade else "http").observe(
+                time.monotonic() - started
+            )
+            if resp.status == 401 and retriable and attempt == 1:
+                await resp.close()
+                log.warning("token refused by the API server; provisioning again",
+                            extra={"user": o.user, "request_id": o.request_id})  # fmt: skip
+                self.accounts.invalidate(o.user)
+                continue
+            try:
+                if upgrade:
+                    return await self._tunnel(stream, resp)
+                return await self._http(stream, resp)
+            finally:
+                await resp.close()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _token(self, stream: ServerStream) -> tuple[str | None, str]:
+        """The user's token, or None after answering the stream (and the outcome to count)."""
+        o = stream.open
         try:
-            token = await self.accounts.token_for(o.user, cause=o.request_id)
+            return await self.accounts.token_for(o.user, cause=o.request_id), ""
         except NoAccessError as exc:
             log.warning(
                 "request of a user without access refused",
                 extra={"user": o.user, "cluster": self.cluster, "request_id": o.request_id},
             )
-            message = f"kubegate relay: {exc}"
-            await self._answer(stream, 403, "Forbidden", message)
-            return "no_access"
+            await self._answer(stream, 403, "Forbidden", f"kubegate relay: {exc}")
+            return None, "no_access"
         except JitError as exc:
             log.error("service account not ready", extra={"user": o.user, "error": str(exc)})
             await stream.fail(frames.ErrorCode.UPSTREAM, _one_line(str(exc)))
-            return "upstream_error"
-        forward, dropped = hdr.upstream_headers(o.headers, token=token, upgrade=upgrade)
-        if dropped:
-            log.warning(
-                "identity headers dropped",
-                extra={"user": o.user, "headers": dropped, "request_id": o.request_id},
-            )
-        if upgrade:
-            return await self._tunnel(stream, forward)
-        return await self._http(stream, forward)
+            return None, "upstream_error"
 
     async def _answer(self, stream: ServerStream, code: int, reason: str, message: str) -> None:
         body = status_body(code, reason, message)
@@ -125,47 +159,24 @@ class RelayAgent:
         await stream.send(body)
         await stream.end()
 
-    async def _http(self, stream: ServerStream, forward: hdr.Headers) -> str:
-        o = stream.open
-        body = None if o.end else stream.request_body()
-        started = time.monotonic()
+    async def _http(self, stream: ServerStream, resp: UpstreamResponse) -> str:
+        await stream.send_head(resp.status, hdr.downstream_headers(resp.headers, upgrade=False))
         try:
-            resp = await self.upstream.request(o.method, o.path, o.query, forward, body)
+            async for chunk in resp.chunks:
+                await stream.send(chunk)
         except UpstreamError as exc:
+            # Mid-body: the edge must see a failure, not a short body that looks complete.
             await stream.fail(frames.ErrorCode.UPSTREAM, _one_line(str(exc)))
             return "upstream_error"
-        try:
-            self.m.upstream_latency.labels("http").observe(time.monotonic() - started)
-            await stream.send_head(resp.status, hdr.downstream_headers(resp.headers, upgrade=False))
-            try:
-                async for chunk in resp.chunks:
-                    await stream.send(chunk)
-            except UpstreamError as exc:
-                # Mid-body: the edge must see a failure, not a short body that looks complete.
-                await stream.fail(frames.ErrorCode.UPSTREAM, _one_line(str(exc)))
-                return "upstream_error"
-            await stream.end()
-            return str(resp.status)
-        finally:
-            await resp.close()
+        await stream.end()
+        return str(resp.status)
 
-    async def _tunnel(self, stream: ServerStream, forward: hdr.Headers) -> str:
-        o = stream.open
-        started = time.monotonic()
-        try:
-            resp = await self.upstream.upgrade(o.method, o.path, o.query, forward)
-        except UpstreamError as exc:
-            await stream.fail(frames.ErrorCode.UPSTREAM, _one_line(str(exc)))
-            return "upstream_error"
-        try:
-            self.m.upstream_latency.labels("upgrade").observe(time.monotonic() - started)
-            if resp.status != 101 or resp.tunnel is None:
-                return await self._pass_back(stream, resp)
-            await stream.send_head(101, hdr.downstream_headers(resp.headers, upgrade=True))
-            await self._pump(stream, resp)
-            return "101"
-        finally:
-            await resp.close()
+    async def _tunnel(self, stream: ServerStream, resp: UpstreamResponse) -> str:
+        if resp.status != 101 or resp.tunnel is None:
+            return await self._pass_back(stream, resp)
+        await stream.send_head(101, hdr.downstream_headers(resp.headers, upgrade=True))
+        await self._pump(stream, resp)
+        return "101"
 
     async def _pass_back(self, stream: ServerStream, resp: UpstreamResponse) -> str:
         """A refused upgrade: status, headers and body exactly as the API server sent them."""

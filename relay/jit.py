@@ -33,7 +33,7 @@ from domain.policy.bindings import GRANT_LABEL, MANAGED_BY, OWNER_LABEL, Binding
 from relay.errors import JitError, KubeApiError, KubeConflictError, NoAccessError, RelayError
 from relay.kube import KubeObjects, Object
 from relay.metrics import RelayMetrics
-from relay.plans import Planner, fingerprint, service_account_name
+from relay.plans import Planner, service_account_name
 
 log = logging.getLogger("kubegate.relay.jit")
 
@@ -129,6 +129,13 @@ class JitAccounts:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
+    def invalidate(self, user: str) -> None:
+        """Forget what we believe about `user`'s account (its token was refused): the next
+        `token_for` checks the account, its bindings and asks for a new token."""
+        account = self._accounts.get(user)
+        if account is not None:
+            account.forget()
+
     def known_users(self) -> set[str]:
         """Users this replica holds an account for."""
         return {u for u, a in self._accounts.items() if a.uid}
@@ -141,10 +148,9 @@ class JitAccounts:
         Raises `NoAccessError` when the plan is empty (the relay's policy grants nothing here)
         and `JitError` when the cluster refused or did not answer.
         """
-        plan = self.planner.plan(user)
+        plan, fp = self.planner.current(user)
         if not plan.grant_ids:
             raise NoAccessError(user, self.cluster)
-        fp = fingerprint(plan)
         account = self._accounts.get(user)
         if account is None:
             account = self._accounts[user] = _Account(user, service_account_name(user))
@@ -155,10 +161,9 @@ class JitAccounts:
             return account.token
         started = time.monotonic()
         async with account.lock:
-            plan = self.planner.plan(user)  # may have changed while we waited
+            plan, fp = self.planner.current(user)  # may have changed while we waited
             if not plan.grant_ids:
                 raise NoAccessError(user, self.cluster)
-            fp = fingerprint(plan)
             try:
                 await self._prepare(account, plan, fp, cause)
             except KubeApiError as exc:
@@ -358,15 +363,19 @@ class JitAccounts:
     async def reconcile(self, user: str) -> str | None:
         """Bring `user`'s objects in line with the current plan. Returns the removal reason
         when the plan is empty and the account was removed, else None."""
-        plan = self.planner.plan(user)
+        plan, fp = self.planner.current(user)
         if not plan.grant_ids:
             reason = self.planner.removal_reason(user)
             removed = await self.remove(user, reason)
             return reason if removed else None
         account = self._accounts.get(user)
+        name = service_account_name(user)
+        if account is None or not account.uid:
+            if await self.kube.get("ServiceAccount", name, self.namespace) is None:
+                await self._delete_bindings(user)  # no account: nothing may be bound for it
+                return None
         if account is None:
-            account = self._accounts[user] = _Account(user, service_account_name(user))
-        fp = fingerprint(plan)
+            account = self._accounts[user] = _Account(user, name)
         async with account.lock:
             if account.applied != fp:
                 await self._apply(plan)

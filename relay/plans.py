@@ -50,7 +50,7 @@ class Planner:
         self.policy = policy
         self.cluster = cluster
         self.namespace = namespace
-        self._cache: dict[str, tuple[int, datetime | None, BindingPlan]] = {}
+        self._cache: dict[str, tuple[int, datetime | None, BindingPlan, str]] = {}
 
     def now(self) -> datetime:
         return self.policy.clock()
@@ -60,13 +60,17 @@ class Planner:
         return owner_label(self.namespace, service_account_name(user))
 
     def plan(self, user: str) -> BindingPlan:
+        return self.current(user)[0]
+
+    def current(self, user: str) -> tuple[BindingPlan, str]:
+        """The user's plan now and its fingerprint (both cached: this runs per request)."""
         now = self.now()
         version = self.policy.version
         cached = self._cache.get(user)
         if cached is not None:
-            seen, until, plan = cached
+            seen, until, plan, fp = cached
             if seen == version and (until is None or now < until):
-                return plan
+                return plan, fp
         state = self.policy.state
         plan = binding_plan(
             state,
@@ -78,8 +82,9 @@ class Planner:
         )
         if len(self._cache) > 50_000:
             self._cache.clear()
-        self._cache[user] = (version, state.next_deadline(now), plan)
-        return plan
+        fp = fingerprint(plan)
+        self._cache[user] = (version, state.next_deadline(now), plan, fp)
+        return plan, fp
 
     def removal_reason(self, user: str) -> str:
         """Why a user's account goes away when the plan is empty: `revoked` when the user was

@@ -241,9 +241,9 @@ def switch_scope(
 def grant_allows(grant: GrantRecord, attrs: RequestAttributes) -> bool:
     """Whether the grant's scope and rules cover the request (ignoring time, mode, cluster
     sensitivity): the RBAC half of the decision."""
+    if roles.DISCOVERY.allows(attrs):
+        return True
     if not attrs.is_resource_request:
-        if roles.DISCOVERY.allows(attrs):
-            return True
         return grant.all_namespaces and grant.rules.allows(attrs)
     return grant.covers_namespace(attrs.namespace) and grant.rules.allows(attrs)
 

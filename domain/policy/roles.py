@@ -218,9 +218,18 @@ DISCOVERY_RULES: tuple[Rule, ...] = (
             "/version/",
         ),
     ),
+    Rule(
+        verbs=("create",),
+        api_groups=("authorization.k8s.io",),
+        resources=("selfsubjectaccessreviews", "selfsubjectrulesreviews"),
+    ),
+    Rule(
+        verbs=("create",), api_groups=("authentication.k8s.io",), resources=("selfsubjectreviews",)
+    ),
 )
-"""Kubernetes' `system:discovery` role: what any user with an active grant on a cluster may
-read so kubectl can negotiate versions and resources."""
+"""Kubernetes' `system:discovery` and `system:basic-user` roles: what any user with an active
+grant on a cluster may do so kubectl can negotiate versions and resources, and ask about itself
+(`kubectl auth can-i`, `kubectl auth whoami`)."""
 
 _COMPILED: dict[str, RuleSet] = {name: RuleSet(rules) for name, rules in BUILTIN_ROLES.items()}
 DISCOVERY = RuleSet(DISCOVERY_RULES)

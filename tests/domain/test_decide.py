@@ -519,6 +519,24 @@ def test_discovery_needs_any_active_grant(path: str) -> None:
     assert not ask(world(b.grant("g1", "alice", clusters=("prod",))), path=path).allowed
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+        "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+        "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews",
+    ],
+)
+def test_asking_about_oneself_needs_any_active_grant(path: str) -> None:
+    """`kubectl auth whoami` / `auth can-i` work for anyone who may use the cluster at all."""
+    state = world(b.grant("g1", "alice", "view", namespaces=("shop",)))
+    allowed(ask(state, method="POST", path=path), "g1")
+    denied(ask(world(), method="POST", path=path), "no-grant")
+    assert not ask(
+        state, method="POST", path="/apis/authorization.k8s.io/v1/subjectaccessreviews"
+    ).allowed
+
+
 def test_other_non_resource_urls_need_a_cluster_wide_rule() -> None:
     assert not ask(world(b.grant("g1", "alice", "admin")), path="/metrics").allowed
     allowed(ask(world(b.grant("g1", "alice", "cluster-admin")), path="/metrics"), "g1")

@@ -4,13 +4,16 @@ user's grants and nothing else."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 
 from nats.aio.client import Client
+from prometheus_client import CollectorRegistry
 
 from broker.transport import EdgeClient
 from relay.plans import service_account_name
-from tests.relay.conftest import Policy, SimAdmin, SimRunner, new_relay
-from tests.relay.helpers import request
+from relay.service import RelayService
+from tests.relay.conftest import Policy, SimAdmin, SimRunner, new_relay, relay_settings
+from tests.relay.helpers import eventually, request
 
 SA_NS = "kubegate-system"
 
@@ -171,3 +174,80 @@ async def test_user_without_access_here_is_refused_by_the_relay(
         # nothing was made for her
     sa = service_account_name(user)
     assert await admin.get(f"/api/v1/namespaces/{SA_NS}/serviceaccounts/{sa}") is None
+
+
+async def test_new_grant_takes_effect_on_the_next_request(
+    nc: Client, edge: EdgeClient, sim: SimRunner, admin: SimAdmin, policy: Policy
+) -> None:
+    cluster, user, ns = policy.name("c"), policy.name("hal"), policy.name("ns")
+    await _namespace(admin, ns)
+    await policy.user(user)
+    await policy.cluster(cluster)
+    await policy.grant(policy.name("view"), user, "view", cluster, namespaces=(ns,))
+    cm = b'{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"%s"}}'
+    path = f"/api/v1/namespaces/{ns}/configmaps"
+    async with new_relay(nc, sim, cluster):
+        denied = await request(edge, cluster, user, "POST", path, body=cm % b"a")
+        assert denied.status == 403, denied.body  # the cluster refuses: view only
+        await policy.grant(policy.name("edit"), user, "edit", cluster, namespaces=(ns,))
+
+        async def allowed() -> bool:
+            answer = await request(edge, cluster, user, "POST", path, body=cm % b"b")
+            return answer.status == 201
+
+        await eventually(allowed, "the new grant to reach the cluster")
+
+
+async def test_account_deleted_behind_the_relays_back_is_made_again(
+    nc: Client, edge: EdgeClient, sim: SimRunner, admin: SimAdmin, policy: Policy
+) -> None:
+    cluster, user = policy.name("c"), policy.name("ivy")
+    await policy.user(user)
+    await policy.cluster(cluster)
+    await policy.grant(policy.name("g"), user, "view", cluster)
+    sa_path = f"/api/v1/namespaces/{SA_NS}/serviceaccounts/{service_account_name(user)}"
+    async with new_relay(nc, sim, cluster):
+        assert (await request(edge, cluster, user, "GET", "/api/v1/namespaces")).status == 200
+        first = await admin.get(sa_path)
+        status, _ = await admin.call("DELETE", sa_path)
+        assert status == 200
+        # the cached token is now refused by the API server; the relay notices and starts over
+        again = await request(edge, cluster, user, "GET", "/api/v1/namespaces")
+        assert again.status == 200, again.body
+        second = await admin.get(sa_path)
+        assert second is not None and second["metadata"]["uid"] != first["metadata"]["uid"]
+    logged = await policy.events_of("serviceaccount", f"{cluster}:{user}")
+    assert [type(e).__name__ for e in logged] == ["ServiceAccountProvisioned"] * 2
+
+
+async def test_token_is_renewed_before_it_expires(
+    nc: Client, edge: EdgeClient, sim: SimRunner, policy: Policy
+) -> None:
+    cluster, user = policy.name("c"), policy.name("kim")
+    await policy.user(user)
+    await policy.cluster(cluster)
+    await policy.grant(policy.name("g"), user, "view", cluster)
+    skew = [timedelta(0)]
+    relay = RelayService(
+        relay_settings(sim, cluster),
+        nc=nc,
+        registry=CollectorRegistry(),
+        clock=lambda: datetime.now(UTC) + skew[0],
+    )
+
+    def tokens() -> float:
+        found = relay.registry.get_sample_value(
+            "kubegate_relay_jit_provisioning_total", {"action": "token", "result": "ok"}
+        )
+        return found or 0.0
+
+    async with relay:
+        for _ in range(3):
+            assert (await request(edge, cluster, user, "GET", "/api/v1/namespaces")).status == 200
+        assert tokens() == 1.0  # cached
+        skew[0] = timedelta(minutes=47)  # 1 h tokens are renewed at 80% of their life
+        assert (await request(edge, cluster, user, "GET", "/api/v1/namespaces")).status == 200
+        assert tokens() == 1.0
+        skew[0] = timedelta(minutes=49)
+        assert (await request(edge, cluster, user, "GET", "/api/v1/namespaces")).status == 200
+        assert tokens() == 2.0

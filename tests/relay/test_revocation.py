@@ -81,7 +81,7 @@ async def test_revoked_grant_removes_account_and_cuts_the_live_watch(
             assert "access to cluster" in str(cut.value)
 
         await eventually(lambda: _gone(admin, user), "the account to be deleted")
-        assert await _bindings(admin, owner) == []
+        await eventually(lambda: _bindings_are(admin, owner, []), "the bindings to go")
         removed = await eventually(lambda: _removed(policy, cluster, user), "the removal event")
         assert [e.reason for e in removed] == ["access-changed"]
         # and the relay itself refuses the user now
@@ -186,12 +186,19 @@ async def test_idle_account_is_swept_with_its_bindings(
         async with watch:
             assert (await asyncio.wait_for(watch.response_head(), WAIT)).status == 200
             await eventually(lambda: _gone(admin, user), "the idle account to be swept")
-            assert await _bindings(admin, owner) == []
+            await eventually(lambda: _bindings_are(admin, owner, []), "the bindings to go")
             removed = await eventually(lambda: _removed(policy, cluster, user), "the removal event")
             assert [e.reason for e in removed] == ["idle"]
-            sweeps_after = relay.metrics.sweeps.labels("ok")._value.get() + 2
+
+            def sweeps() -> float:
+                found = relay.registry.get_sample_value(
+                    "kubegate_relay_sweeps_total", {"result": "ok"}
+                )
+                return found or 0.0
+
+            sweeps_after = sweeps() + 2
             await eventually(
-                lambda: relay.metrics.sweeps.labels("ok")._value.get() >= sweeps_after,
+                lambda: sweeps() >= sweeps_after,
                 "two more sweeps",
             )
             assert await _sa(admin, busy) is not None
@@ -201,3 +208,22 @@ async def test_idle_account_is_swept_with_its_bindings(
             await request(edge, cluster, user, "GET", f"/api/v1/namespaces/{ns}/pods")
         ).status == 200
         assert await _sa(admin, user) is not None
+
+
+async def test_expired_grant_cuts_the_watch_without_any_event(
+    nc: Client, edge: EdgeClient, sim: SimRunner, admin: SimAdmin, policy: Policy
+) -> None:
+    cluster, user = policy.name("c"), policy.name("jo")
+    await policy.user(user)
+    await policy.cluster(cluster)
+    await policy.grant(policy.name("g"), user, "view", cluster, expires_in=timedelta(seconds=3))
+    async with new_relay(nc, sim, cluster):
+        watch = await open_watch(edge, cluster, user, "/api/v1/namespaces/default/pods")
+        async with watch:
+            assert (await asyncio.wait_for(watch.response_head(), WAIT)).status == 200
+            with pytest.raises(StreamAbortedError):
+                while await asyncio.wait_for(watch.read(), WAIT) is not None:
+                    pass
+        await eventually(lambda: _gone(admin, user), "the account to be deleted")
+        removed = await eventually(lambda: _removed(policy, cluster, user), "the removal event")
+        assert [e.reason for e in removed] == ["access-changed"]

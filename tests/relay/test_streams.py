@@ -151,3 +151,40 @@ async def test_refused_upgrade_is_passed_back_unchanged(
         assert int(headers["content-length"]) == len(body)
         # kubelet's own words, byte for byte (kubectl shows them, or falls back to SPDY)
         assert body.startswith(b"unable to upgrade: requested protocol(s) are not supported")
+
+
+async def test_edge_cancel_closes_the_upstream_watch(
+    nc: Client, edge: EdgeClient, sim: SimRunner, admin: SimAdmin, policy: Policy
+) -> None:
+    cluster, user, ns = await _setup(policy, admin, "admin")
+
+    async def secret_watchers() -> int:
+        async def count() -> int:
+            return sum(
+                1
+                for key, watchers in sim.sim.store._watchers.items()
+                if key.endswith("secrets")
+                for w in watchers
+                if w.namespace == ns
+            )
+
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(count(), sim.thread.loop))
+
+    async with new_relay(nc, sim, cluster):
+        watch = await open_watch(edge, cluster, user, f"/api/v1/namespaces/{ns}/secrets")
+        assert (await asyncio.wait_for(watch.response_head(), WAIT)).status == 200
+        assert await secret_watchers() == 1
+        await watch.cancel("client went away")
+        # The simulator (aiohttp) notices a closed connection only when a write fails, so give
+        # it something to write each time we look; had the relay kept the connection open, the
+        # writes would succeed and the watch would live on.
+        pokes = iter(range(1000))
+
+        async def closed() -> bool:
+            name = f"poke-{next(pokes)}"
+            secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}}
+            status, body = await admin.call("POST", f"/api/v1/namespaces/{ns}/secrets", secret)
+            assert status == 201, body
+            return await secret_watchers() == 0
+
+        await eventually(closed, "the upstream watch to close", every=0.1)

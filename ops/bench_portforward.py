@@ -1,0 +1,123 @@
+"""Port-forward throughput: bytes pushed through a real `kubectl port-forward` to a local sink.
+
+The simulated pod's container port maps to a TCP sink this process runs (annotation
+`sim.kubegate.io/port-forward`); the client sends N bytes, half-closes, and the sink answers
+with the count it received, so the figure covers every byte end to end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import yaml
+
+from domain.errors import KubegateError
+
+
+def kubectl_binary() -> str:
+    found = os.environ.get("KUBEGATE_KUBECTL") or shutil.which("kubectl")
+    if not found:
+        raise KubegateError("kubectl not found: set KUBEGATE_KUBECTL or put kubectl on PATH")
+    return found
+
+
+async def _sink() -> tuple[asyncio.Server, int]:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        total = 0
+        while chunk := await reader.read(1 << 16):
+            total += len(chunk)
+        writer.write(f"{total}\n".encode())
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+def _kubectl(kubeconfig: Path, context: str | None, *args: str) -> list[str]:
+    cmd = [kubectl_binary(), "--kubeconfig", str(kubeconfig)]
+    if context:
+        cmd += ["--context", context]
+    return cmd + list(args)
+
+
+async def port_forward_rate(
+    kubeconfig: Path, context: str | None, megabytes: int, workdir: Path
+) -> float:
+    os.makedirs(workdir, exist_ok=True)
+    server, sink_port = await _sink()
+    pod = f"pf-{uuid.uuid4().hex[:6]}"
+    manifest = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": pod,
+            "namespace": "bench",
+            "annotations": {"sim.kubegate.io/port-forward": f"8080=127.0.0.1:{sink_port}"},
+        },
+        "spec": {"containers": [{"name": "sink", "image": "sink"}]},
+    }
+    env = {**os.environ, "HOME": str(workdir), "KUBECACHEDIR": str(workdir / "cache")}
+    made = await asyncio.to_thread(
+        subprocess.run,
+        _kubectl(kubeconfig, context, "apply", "-f", "-"),
+        input=yaml.safe_dump(manifest),
+        text=True,
+        capture_output=True,
+        env=env,
+    )
+    if made.returncode != 0:
+        raise KubegateError(f"creating the port-forward pod failed: {made.stderr.strip()}")
+    await asyncio.to_thread(
+        subprocess.run,
+        _kubectl(
+            kubeconfig,
+            context,
+            "wait",
+            "-n",
+            "bench",
+            "--for=condition=Ready",
+            f"pod/{pod}",
+            "--timeout=60s",
+        ),
+        capture_output=True,
+        env=env,
+    )
+    forward = await asyncio.create_subprocess_exec(
+        *_kubectl(kubeconfig, context, "port-forward", "-n", "bench", f"pod/{pod}", ":8080"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=env,
+    )
+    try:
+        assert forward.stdout is not None
+        line = (await asyncio.wait_for(forward.stdout.readline(), 60)).decode()
+        if "Forwarding from" not in line:
+            raise KubegateError(f"kubectl port-forward did not start: {line.strip()}")
+        local_port = int(line.split("->")[0].rsplit(":", 1)[1])
+        reader, writer = await asyncio.open_connection("127.0.0.1", local_port)
+        block = b"\0" * (1 << 16)
+        target = megabytes * 1_000_000
+        started = time.perf_counter()
+        sent = 0
+        while sent < target:
+            writer.write(block)
+            sent += len(block)
+            await writer.drain()
+        writer.write_eof()
+        answer = await asyncio.wait_for(reader.readline(), 300)
+        took = time.perf_counter() - started
+        writer.close()
+        if int(answer or b"0") != sent:
+            raise KubegateError(f"port-forward lost bytes: sent {sent}, sink got {answer!r}")
+        return sent / took / 1e6
+    finally:
+        forward.terminate()
+        await forward.wait()
+        server.close()
