@@ -31,6 +31,7 @@ out.shell = await new Promise((resolve) => {
   const shell = api.openShell(cluster, {
     onOutput: (bytes) => {
       text += decoder.decode(bytes);
+      process.stderr.write(`output: ${JSON.stringify(decoder.decode(bytes))}\n`);
       if (!asked && text.includes(" $ ")) {
         asked = true;
         shell.resize(90, 20);
@@ -43,13 +44,17 @@ out.shell = await new Promise((resolve) => {
     },
     onEvent: (event) => {
       events.push(event.type);
+      process.stderr.write(`event: ${JSON.stringify(event).slice(0, 200)}\n`);
       if (event.type === "uploaded") shell.download("note.txt");
       if (event.type === "file") {
         out.downloaded = decoder.decode(event.bytes);
         shell.send("exit\r");
       }
     },
-    onClose: ({ code }) => resolve({ code, events, text }),
+    onClose: ({ code, reason }) => {
+      process.stderr.write(`closed: ${code} ${reason}\n`);
+      resolve({ code, events, text });
+    },
   });
 });
 console.log(JSON.stringify(out));

@@ -175,6 +175,13 @@ def node() -> str:
     return found
 
 
+def run_node(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(f"node did not finish; it said: {exc.stderr}") from exc
+
+
 @pytest.mark.parametrize("browser_only", [False, True], ids=["kubeconfig-user", "browser-only"])
 async def test_the_page_api_client_against_the_server(
     stack: Stack, ns: str, browser_only: bool
@@ -189,7 +196,7 @@ async def test_the_page_api_client_against_the_server(
             stack.wait_policy, lambda s: ("user", user) in s.browser_only, "browser-only"
         )
     ran = await asyncio.to_thread(
-        subprocess.run,
+        run_node,
         [
             binary,
             "--experimental-websocket",
@@ -201,10 +208,7 @@ async def test_the_page_api_client_against_the_server(
             stack.cluster,
             ns,
         ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={"NODE_EXTRA_CA_CERTS": str(stack.ca_file), "PATH": "/usr/bin:/bin"},
+        {"NODE_EXTRA_CA_CERTS": str(stack.ca_file), "PATH": "/usr/bin:/bin"},
     )
     assert ran.returncode == 0, ran.stderr
     out = json.loads(ran.stdout)
