@@ -74,6 +74,12 @@ def event_subject(stream: str, family: str, aggregate_id: str) -> str:
     return f"{prefix}.{family}.{token(aggregate_id)}"
 
 
+def family_wildcard(stream: str, family: str) -> str:
+    """Every aggregate subject of one event family (a consumer filter)."""
+    prefix = CONTROL_PREFIX if stream == "control" else ACTIVITY_PREFIX
+    return f"{prefix}.{family}.*"
+
+
 def request_subject(cluster: str) -> str:
     """Where edges send `Open` frames for a cluster; relays of that cluster queue-subscribe."""
     return f"kg.req.{token(cluster)}"

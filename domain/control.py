@@ -656,6 +656,41 @@ class ControlPlane(Application[str]):
 
         return self._run(command_id, actor, decide)
 
+    def touch_console_session(
+        self, session_id: str, *, actor: str, command_id: str
+    ) -> CommandResult:
+        """Activity on a live session (callers throttle it), so every reader of the log can
+        judge its idleness. A session that has ended, expired or gone idle stays over."""
+
+        def decide(c: _Attempt) -> None:
+            found = c.require(ConsoleSession, session_id)
+            over = _session_over(found, c.now)
+            if over:
+                raise InvalidCommandError(f"session {session_id!r} is over ({over})")
+            c.record(events.ConsoleSessionTouched, session_id=session_id, user=found.user)
+
+        return self._run(command_id, actor, decide)
+
+    def expire_console_session(
+        self, session_id: str, *, actor: str, command_id: str
+    ) -> CommandResult:
+        """End a session whose absolute expiry or idle timeout has passed (reason `expired`
+        or `idle`), judged here on the session's own history; nothing if it is still live
+        or already ended. Sweepers on several replicas may race: one stores the end."""
+
+        def decide(c: _Attempt) -> None:
+            found = c.require(ConsoleSession, session_id)
+            over = _session_over(found, c.now)
+            if over in ("expired", "idle"):
+                c.record(
+                    events.ConsoleSessionEnded,
+                    session_id=session_id,
+                    user=found.user,
+                    reason=over,
+                )
+
+        return self._run(command_id, actor, decide)
+
     def issue_certificate(
         self,
         serial: str,
@@ -768,6 +803,18 @@ def _name(value: str, what: str) -> None:
         raise InvalidCommandError(f"a {what} name is at most {MAX_NAME} characters")
     if any(ch.isspace() or not ch.isprintable() for ch in value):
         raise InvalidCommandError(f"{what} name {value!r} holds whitespace or control characters")
+
+
+def _session_over(session: ConsoleSession, now: datetime) -> str:
+    """Why a console session is over at `now` ("ended", "expired", "idle"), or ""."""
+    if session.ended:
+        return "ended"
+    if session.expires_at is not None and now >= session.expires_at:
+        return "expired"
+    idle = timedelta(seconds=session.idle_timeout_s)
+    if session.last_active is not None and now - session.last_active >= idle:
+        return "idle"
+    return ""
 
 
 def _labels(labels: Mapping[str, str]) -> dict[str, str]:

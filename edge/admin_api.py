@@ -31,6 +31,7 @@ from domain import errors as derr
 from domain import events
 from edge import kubeconfig as kcfg
 from edge.ca import CertificateAuthority
+from edge.errors import IdentityError
 from projections import errors as perr
 
 log = logging.getLogger("kubegate.edge.admin_api")
@@ -74,6 +75,7 @@ class AdminContext:
     extra_routes: list[web.RouteDef] = field(default_factory=list)
     authenticate_session: Callable[[str], Principal | None] | None = None
     relay_credentials: Callable[[str], Awaitable[Any]] | None = None
+    identity: Any = None  # edge.identity_service.IdentityService: logins, console sessions
 
 
 CONTEXT = web.AppKey("kubegate_admin_context", AdminContext)
@@ -460,6 +462,8 @@ _STATUS_BY_ERROR: list[tuple[type[BaseException], int, str]] = [
 
 
 def _classify(exc: BaseException) -> tuple[int, str]:
+    if isinstance(exc, IdentityError):
+        return exc.status, exc.code
     name = type(exc).__name__
     if name == "ConcurrentUpdateError":
         return 409, "conflict"
@@ -523,4 +527,20 @@ def build_app(ctx: AdminContext) -> web.Application:
     app[CONTEXT] = ctx
     app.add_routes(routes())
     app.add_routes(ctx.extra_routes)
+    if ctx.identity is not None:
+        app.add_routes(ctx.identity.routes())
+        if ctx.authenticate_session is None:
+            ctx.authenticate_session = _session_principals(ctx.identity)
     return app
+
+
+def _session_principals(identity: Any) -> Callable[[str], Principal | None]:
+    """The admin API's view of a console session token (see edge.identity_service)."""
+
+    def authenticate(token: str) -> Principal | None:
+        found = identity.authenticate(token)
+        if found is None:
+            return None
+        return Principal(name=found.user, admin=found.admin, session_id=found.session_id)
+
+    return authenticate
