@@ -2,8 +2,8 @@
 
 What runs: NATS (embedded in `<data-dir>/nats` unless `--nats URL`), the two log streams, the
 control-plane command layer (eventsourcing over JetStream), the policy, sessions and audit
-projections, the admin API (HTTPS, admin token) with the web console and its browser shell
-(`/console/`), and the kubectl edge (HTTPS, mutual TLS).
+projections, the admin API (HTTPS, admin token; logins and console sessions) with the web
+console and its browser shell (`/console/`), and the kubectl edge (HTTPS, mutual TLS).
 When everything serves, `<data-dir>/ready.json` names the endpoints and `<data-dir>/admin.conf`
 lets the CLI reach them. More edges can run elsewhere with `kubegate edge`.
 """
@@ -34,6 +34,8 @@ from domain.control import ControlPlane
 from edge.admin_api import AdminContext, build_app
 from edge.ca import CertificateAuthority, write_server_files
 from edge.console import Console, ConsoleSettings
+from edge.identity_service import IdentityService
+from edge.identity_settings import IdentitySettings
 from edge.service import EdgeService, EdgeSettings
 from ops.config import ADMIN_CONF, READY_JSON, AdminConfig
 from projections.audit import AuditStore, audit_runner
@@ -58,6 +60,7 @@ class Settings:
     staleness_bound_s: float = 30.0
     hostnames: list[str] = field(default_factory=list)
     console: ConsoleSettings = field(default_factory=ConsoleSettings)
+    identity: IdentitySettings = field(default_factory=IdentitySettings)
 
 
 def admin_ssl_context(pki: Path) -> ssl.SSLContext:
@@ -85,6 +88,7 @@ class ControlPlaneService:
         self.admin_runner: web.AppRunner | None = None
         self.admin_ctx: AdminContext | None = None
         self.console: Console | None = None
+        self.identity: IdentityService | None = None
         self.admin_token = ""
         self.ca: CertificateAuthority | None = None
         self.edge_url = ""
@@ -147,6 +151,15 @@ class ControlPlaneService:
         self.edge_url = self.edge.url
         public = s.public_host or s.host
 
+        self.identity = IdentityService(
+            self.nc,
+            control=self.control,
+            policy=self.edge.policy,
+            clock=utcnow,
+            settings=s.identity,
+            registry=self.registry,
+        )
+        await self.identity.start()
         self.console = Console(s.console, registry=self.registry)
         ctx = AdminContext(
             control=self.control,
@@ -159,6 +172,7 @@ class ControlPlaneService:
             registry=self.registry,
             relay_credentials=self.relay_credentials,
             extra_routes=self.console.routes(),
+            identity=self.identity,
         )
         self.admin_ctx = ctx
         self.admin_runner = web.AppRunner(build_app(ctx), access_log=None)
@@ -175,6 +189,7 @@ class ControlPlaneService:
 
         async with asyncio.timeout(60):
             await self.edge.policy.wait_ready()
+            await self.identity.wait_ready()
         self._write_files()
 
     def _admin_token(self) -> str:
@@ -252,6 +267,8 @@ class ControlPlaneService:
             await self.console.close()
         if self.admin_runner is not None:
             await self.admin_runner.cleanup()
+        if self.identity is not None:
+            await self.identity.stop()
         if self.edge is not None:
             await self.edge.stop()
         if self.audit_runner is not None:

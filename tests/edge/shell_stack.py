@@ -1,16 +1,14 @@
 """The whole stack for console and shell tests, real parts only: `kubegate up`'s service (control
-plane, policy, audit, admin API with the console, edge) on the session nats-server, a relay for
-one cluster, the Kubernetes API simulator, real kubectl; plus a shell client over a real
-WebSocket and a stand-in for the identity service's session tokens."""
+plane, policy, audit, identity service, admin API with the console, edge) on the session
+nats-server, a relay for one cluster, the Kubernetes API simulator, real kubectl; plus a shell
+client over a real WebSocket."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import hashlib
 import json
 import re
-import secrets
 import ssl
 import uuid
 from dataclasses import dataclass, field
@@ -19,9 +17,8 @@ from typing import Any
 
 import aiohttp
 
-from edge.admin_api import Principal
 from edge.console import ConsoleSettings, ShellSettings
-from edge.console.shell import session_over
+from edge.sessions import mint
 from ops.controlplane import ControlPlaneService, Settings
 from relay.service import RelayService, RelaySettings
 from tests import tools
@@ -40,45 +37,31 @@ def cmd(what: str) -> dict[str, str]:
 
 
 class Sessions:
-    """Console sessions started with the control plane and their tokens resolved here, the
-    way the identity service (`AdminContext.authenticate_session`) resolves them."""
+    """Console sessions as a login makes them (a minted token, only its hash in the log),
+    started through the control plane so a test may pick the expiry; the stack's real
+    identity service authenticates them and logs them out."""
 
     def __init__(self, service: ControlPlaneService) -> None:
         self.service = service
-        self.tokens: dict[str, tuple[str, str]] = {}
-        self.calls = 0
 
     def start(
         self, user: str, *, ttl: dt.timedelta = dt.timedelta(hours=1), idle_s: int = 1800
     ) -> tuple[str, str]:
-        token = secrets.token_urlsafe(32)
-        session_id = f"s-{uuid.uuid4().hex[:12]}"
+        minted = mint()
         assert self.service.control is not None
         self.service.control.start_console_session(
-            session_id,
+            minted.session_id,
             user=user,
             expires_at=dt.datetime.now(dt.UTC) + ttl,
             idle_timeout_s=idle_s,
-            token_hash=hashlib.sha256(token.encode()).hexdigest(),
+            token_hash=minted.token_hash,
             **cmd("session"),
         )
-        self.tokens[token] = (user, session_id)
-        return token, session_id
+        return minted.token, minted.session_id
 
     def end(self, session_id: str, reason: str = "logout") -> None:
         assert self.service.control is not None
         self.service.control.end_console_session(session_id, reason=reason, **cmd("end"))
-
-    def __call__(self, token: str) -> Principal | None:
-        self.calls += 1
-        found = self.tokens.get(token)
-        if found is None:
-            return None
-        user, session_id = found
-        policy = self.service.edge.policy  # type: ignore[union-attr]
-        if session_over(policy, session_id, user, dt.datetime.now(dt.UTC)) is not None:
-            return None
-        return Principal(name=user, admin=False, session_id=session_id)
 
 
 @dataclass
@@ -136,17 +119,38 @@ class Stack:
         policy = self.service.edge.policy  # type: ignore[union-attr]
         wait_for(lambda: check(policy.state), what, deadline)
 
-    def wait_reachable(self, user: str, session_id: str) -> None:
-        """Until the admin API's policy knows the session and lets the user reach the cluster."""
+    def wait_reachable(self, user: str, token: str) -> None:
+        """Until the admin API knows the session (policy and identity service) and lets the
+        user reach the cluster."""
         from tests.support import wait_for
 
         policy = self.service.edge.policy  # type: ignore[union-attr]
+        sessions = self.service.identity.sessions  # type: ignore[union-attr]
         wait_for(
             lambda: (
-                session_id in policy.state.sessions and self.cluster in policy.clusters_for(user)
+                (found := sessions.find(token)) is not None
+                and found.session_id in policy.state.sessions
+                and self.cluster in policy.clusters_for(user)
             ),
-            f"{user}'s session and grant in the admin API's policy",
+            f"{user}'s session and grant in the admin API",
         )
+
+    async def call(
+        self, method: str, path: str, *, token: str = "", body: Any = None
+    ) -> tuple[int, Any]:
+        """The admin API over HTTPS, as `token` (default: the admin)."""
+        headers = {"Authorization": f"Bearer {token or self.service.admin_token}"}
+        async with (
+            aiohttp.ClientSession() as http,
+            http.request(
+                method, self.admin_url + path, json=body, headers=headers, ssl=self.ssl()
+            ) as resp,
+        ):
+            return resp.status, await resp.json()
+
+    async def logout(self, token: str) -> None:
+        status, body = await self.call("POST", "/v1/logout", token=token)
+        assert status == 200, body
 
     async def audit(self, sql: str, params: list[Any]) -> list[list[Any]]:
         async with (
@@ -197,10 +201,7 @@ def start_stack(tmp: Path, nats_url: str) -> Stack:
         RelaySettings(cluster=cluster, nats_url=nats_url, kubeconfig=sim.kubeconfig, drain_s=0.5)
     )
     thread.run(relay.start())
-    stack = Stack(thread, service, relay, sim, cluster, binary, tmp)
-    assert service.admin_ctx is not None
-    service.admin_ctx.authenticate_session = stack.sessions
-    return stack
+    return Stack(thread, service, relay, sim, cluster, binary, tmp)
 
 
 def stop_stack(stack: Stack) -> None:

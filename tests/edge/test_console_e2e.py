@@ -15,6 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 import yaml
+from argon2 import PasswordHasher
 
 from edge.console.web import STATIC
 from tests import tools
@@ -24,6 +25,7 @@ from tests.support import Kubectl
 pytestmark = pytest.mark.e2e
 
 CHECK = Path(__file__).with_name("console_api_check.mjs")
+LOGIN_CHECK = Path(__file__).with_name("console_login_check.mjs")
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +58,7 @@ async def login(stack: Stack, ns: str, prefix: str) -> tuple[str, str, str]:
     user = f"{prefix}-{uuid.uuid4().hex[:6]}"
     await asyncio.to_thread(stack.user, user, namespaces=(ns,))
     token, session_id = await asyncio.to_thread(stack.sessions.start, user)
-    await asyncio.to_thread(stack.wait_reachable, user, session_id)
+    await asyncio.to_thread(stack.wait_reachable, user, token)
     return user, token, session_id
 
 
@@ -227,3 +229,41 @@ async def test_the_page_api_client_against_the_server(
     assert shell["events"][0] == "ready" and "uploaded" in shell["events"]
     assert "pod/box" in shell["text"]
     assert out["downloaded"] == "hello from node"
+
+
+async def test_password_login_and_logout_through_the_page_client(stack: Stack, ns: str) -> None:
+    binary = node()
+    user = f"rita-{uuid.uuid4().hex[:6]}"
+    await asyncio.to_thread(stack.user, user, namespaces=(ns,))
+    password = "correct horse battery staple"
+    cheap = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    status, body = await stack.call(
+        "POST", f"/v1/users/{user}/password-hash", body={"password_hash": cheap.hash(password)}
+    )
+    assert status == 200, body
+    await asyncio.to_thread(
+        stack.wait_policy, lambda s: user in s.users, "the user in the admin API's policy"
+    )
+    ran = await asyncio.to_thread(
+        run_node,
+        [
+            binary,
+            "--no-warnings",
+            str(LOGIN_CHECK),
+            (STATIC / "api.js").as_uri(),
+            stack.admin_url,
+            user,
+            password,
+        ],
+        {"NODE_EXTRA_CA_CERTS": str(stack.ca_file), "PATH": "/usr/bin:/bin"},
+    )
+    assert ran.returncode == 0, ran.stderr
+    out = json.loads(ran.stdout)
+    assert out == {
+        "wrongPassword": 401,
+        "session": {"user": user, "stored": True},
+        "me": user,
+        "oidcUrl": stack.admin_url + "/v1/oidc/login?response=browser",
+        "storedAfterLogout": None,
+        "meAfterLogout": 401,
+    }

@@ -57,7 +57,7 @@ async def user_with_session(stack: Stack, ns: str, prefix: str) -> tuple[str, st
     user = f"{prefix}-{uuid.uuid4().hex[:6]}"
     await asyncio.to_thread(stack.user, user, namespaces=(ns,))
     token, session_id = await asyncio.to_thread(stack.sessions.start, user)
-    await asyncio.to_thread(stack.wait_reachable, user, session_id)
+    await asyncio.to_thread(stack.wait_reachable, user, token)
     return user, token, session_id
 
 
@@ -224,7 +224,7 @@ async def test_logout_closes_the_shell_and_its_certificate_stops_working(
         start = len(shell.raw)
         await shell.type(f"kubectl get pods -n {ns} -w\r".encode())
         await shell.until(b"box", start + 10)  # the watch is running
-        await asyncio.to_thread(stack.sessions.end, session_id)
+        await stack.logout(token)  # POST /v1/logout, as the console does
         code = await shell.wait_closed()
         assert code == 4410
         closed = [e for e in shell.events if e["type"] == "closed"]
@@ -240,7 +240,7 @@ async def test_logout_closes_the_shell_and_its_certificate_stops_working(
 
 async def test_session_over_refuses_new_shells(stack: Stack, ns: str) -> None:
     _, token, session_id = await user_with_session(stack, ns, "frank")
-    await asyncio.to_thread(stack.sessions.end, session_id)
+    await stack.logout(token)
     await asyncio.to_thread(
         stack.wait_policy,
         lambda s: s.sessions[session_id].ended_at is not None,
@@ -377,10 +377,8 @@ async def test_exit_closes_the_shell(stack: Stack, ns: str) -> None:
 async def test_session_expiry_closes_the_shell(stack: Stack, ns: str) -> None:
     user = f"mia-{uuid.uuid4().hex[:6]}"
     await asyncio.to_thread(stack.user, user, namespaces=(ns,))
-    token, session_id = await asyncio.to_thread(
-        stack.sessions.start, user, ttl=dt.timedelta(seconds=4)
-    )
-    await asyncio.to_thread(stack.wait_reachable, user, session_id)
+    token, _ = await asyncio.to_thread(stack.sessions.start, user, ttl=dt.timedelta(seconds=4))
+    await asyncio.to_thread(stack.wait_reachable, user, token)
     shell = await ShellClient.connect(stack, token)
     try:
         await shell.ready()
