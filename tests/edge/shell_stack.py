@@ -175,7 +175,12 @@ class Stack:
             if want(rows):
                 return rows
             if asyncio.get_running_loop().time() > end:
-                raise AssertionError(f"audit never showed what was wanted: {rows}")
+                everything = await self.audit(
+                    'SELECT type, "user", verb, resource, via FROM kubectl_events '
+                    "ORDER BY seq DESC LIMIT 8",
+                    [],
+                )
+                raise AssertionError(f"audit never showed what was wanted: {rows}; {everything}")
             await asyncio.sleep(0.2)
 
 

@@ -19,6 +19,7 @@ from argon2 import PasswordHasher
 
 from edge.console.web import STATIC
 from tests import tools
+from tests.edge import headless
 from tests.edge.shell_stack import Stack, cmd, start_stack, stop_stack
 from tests.support import Kubectl
 
@@ -267,3 +268,61 @@ async def test_password_login_and_logout_through_the_page_client(stack: Stack, n
         "storedAfterLogout": None,
         "meAfterLogout": 401,
     }
+
+
+async def test_the_console_in_a_real_browser(stack: Stack, ns: str, tmp_path: Path) -> None:
+    binary = headless.chromium()
+    if binary is None:
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    user = f"sam-{uuid.uuid4().hex[:6]}"
+    await asyncio.to_thread(stack.user, user, namespaces=(ns,))
+    password = "a browser password"
+    cheap = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    status, body = await stack.call(
+        "POST", f"/v1/users/{user}/password-hash", body={"password_hash": cheap.hash(password)}
+    )
+    assert status == 200, body
+    rows = "((document.querySelector('#terminal .xterm-rows') || {}).innerText || '')"
+    async with headless.Browser(binary, tmp_path / "profile") as browser:
+        page = await browser.open(stack.admin_url + "/console/")
+        await page.until("!document.getElementById('login-view').hidden", "the login form")
+        await page.evaluate(
+            f"document.getElementById('login-user').value = {json.dumps(user)};"
+            f"document.getElementById('login-password').value = {json.dumps(password)};"
+            "document.getElementById('login-form').requestSubmit()"
+        )
+        options = await page.until(
+            "!document.getElementById('main-view').hidden && "
+            "[...document.getElementById('cluster').options].map(o => o.value)",
+            "the cluster picker",
+        )
+        assert options == [stack.cluster]
+        assert await page.evaluate("document.getElementById('user-name').textContent") == user
+        assert not await page.evaluate("document.getElementById('download-kubeconfig').disabled")
+
+        await page.evaluate("document.getElementById('open-shell').click()")
+        await page.until(f"{rows}.includes('{stack.cluster} $')", "the shell prompt")
+        await page.evaluate("document.querySelector('.xterm-helper-textarea').focus()")
+        await page.type(f"kubectl get pods -n {ns} -o name")
+        await page.enter()
+        await page.until(f"{rows}.includes('pod/box')", "kubectl's answer in the terminal")
+
+        await page.evaluate("document.getElementById('logout').click()")
+        await page.until("!document.getElementById('login-view').hidden", "the login form again")
+        assert page.problems == []
+    await asyncio.to_thread(
+        stack.wait_policy,
+        lambda s: (
+            [x for x in s.sessions.values() if x.user == user]
+            and all(x.ended_at is not None for x in s.sessions.values() if x.user == user)
+        ),
+        "the browser's session ended by the logout",
+    )
+    rows_seen = await stack.audit_until(
+        "SELECT DISTINCT via FROM kubectl_events "
+        "WHERE type = 'KubectlRequested' AND \"user\" = ? AND resource = 'pods'",
+        [user],
+        lambda r: len(r) >= 1,
+        deadline=10,
+    )
+    assert rows_seen == [["browser"]]
