@@ -400,3 +400,23 @@ async def test_revoking_the_user_closes_the_shell(stack: Stack, ns: str) -> None
         await shell.close()
     closed = [e for e in shell.events if e["type"] == "closed"]
     assert closed and "disabled" in closed[0]["reason"], shell.events
+
+
+async def test_helm_runs_with_the_session_identity(stack: Stack, ns: str) -> None:
+    user, token, session_id = await user_with_session(stack, ns, "otto")
+    shell = await ShellClient.connect(stack, token)
+    try:
+        await shell.ready()
+        out = await shell.run(f"helm list -n {ns}")
+        assert "NAME" in out and "[exit" not in out, out
+        refused = await shell.run("helm list --kube-context other")
+        assert refused.strip().startswith("refused:"), refused
+    finally:
+        await shell.close()
+    rows = await stack.audit_until(
+        "SELECT DISTINCT via, session_id, resource FROM kubectl_events "
+        "WHERE type = 'KubectlRequested' AND \"user\" = ? AND resource = 'secrets'",
+        [user],
+        lambda rows: len(rows) >= 1,
+    )
+    assert rows == [["browser", session_id, "secrets"]]  # helm keeps releases in secrets
