@@ -209,7 +209,7 @@ async def test_refused_lines_answer_one_line_and_run_nothing(stack: Stack, ns: s
 async def test_logout_closes_the_shell_and_its_certificate_stops_working(
     stack: Stack, ns: str, tmp_path: Path
 ) -> None:
-    _, token, session_id = await user_with_session(stack, ns, "erin")
+    user, token, session_id = await user_with_session(stack, ns, "erin")
     shell = await ShellClient.connect(stack, token)
     try:
         await shell.ready()
@@ -221,6 +221,12 @@ async def test_logout_closes_the_shell_and_its_certificate_stops_working(
         cli = Kubectl(stack.kubectl_binary, stolen, tmp_path / "cache")
         assert "box" in await asyncio.to_thread(cli, "-n", ns, "get", "pods")
 
+        # a watch through the copied certificate, outside the shell
+        watch = cli.popen("-n", ns, "get", "pods", "-w", "--request-timeout=0")
+        assert watch.stdout is not None
+        first = await asyncio.to_thread(watch.stdout.readline)
+        assert "NAME" in first or "box" in first, first
+
         start = len(shell.raw)
         await shell.type(f"kubectl get pods -n {ns} -w\r".encode())
         await shell.until(b"box", start + 10)  # the watch is running
@@ -229,8 +235,21 @@ async def test_logout_closes_the_shell_and_its_certificate_stops_working(
         assert code == 4410
         closed = [e for e in shell.events if e["type"] == "closed"]
         assert closed and "ended (logout)" in closed[0]["reason"], shell.events
+        try:  # the edge cut the outside watch too
+            await asyncio.wait_for(asyncio.to_thread(watch.wait), 30)
+        finally:
+            if watch.poll() is None:
+                watch.kill()
+                watch.wait()
     finally:
         await shell.close()
+    cut = await stack.audit_until(
+        "SELECT ended_by FROM kubectl_events WHERE type = 'KubectlCompleted' "
+        "AND \"user\" = ? AND verb = 'watch'",
+        [user],
+        lambda rows: len(rows) >= 2,
+    )
+    assert ["revoked"] in cut, cut  # cut by the edge, not ended by the client
     ran = await asyncio.to_thread(cli.run, "-n", ns, "get", "pods", check=False)
     assert ran.returncode != 0
     assert "must be logged in" in ran.stderr or "Unauthorized" in ran.stderr, ran.stderr
@@ -420,3 +439,18 @@ async def test_helm_runs_with_the_session_identity(stack: Stack, ns: str) -> Non
         lambda rows: len(rows) >= 1,
     )
     assert rows == [["browser", session_id, "secrets"]]  # helm keeps releases in secrets
+
+
+async def test_an_idle_session_closes_its_shell(stack: Stack, ns: str) -> None:
+    user = f"pia-{uuid.uuid4().hex[:6]}"
+    await asyncio.to_thread(stack.user, user, namespaces=(ns,))
+    token, _ = await asyncio.to_thread(stack.sessions.start, user, idle_s=3)
+    await asyncio.to_thread(stack.wait_reachable, user, token)
+    shell = await ShellClient.connect(stack, token)
+    try:
+        await shell.ready()
+        assert await shell.wait_closed() == 4410  # no activity on the session for 3 s
+    finally:
+        await shell.close()
+    closed = [e for e in shell.events if e["type"] == "closed"]
+    assert closed and "idle" in closed[0]["reason"], shell.events
