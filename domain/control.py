@@ -702,7 +702,10 @@ class ControlPlane(Application[str]):
         not_after: datetime,
         fingerprint: str = "",
         clusters: Iterable[str] = (),
+        session_id: str = "",
     ) -> CommandResult:
+        """Record a client certificate kubegate issued; `session_id` names the console
+        session of a browser-shell certificate."""
         _name(serial, "certificate serial")
         if not_after <= not_before:
             raise InvalidCommandError("a certificate must be valid for some time")
@@ -713,6 +716,16 @@ class ControlPlane(Application[str]):
             found = c.require(User, user)
             if not found.enabled or found.revoked:
                 raise InvalidCommandError(f"user {user!r} is disabled or revoked")
+            if session_id:
+                session = c.require(ConsoleSession, session_id)
+                if session.user != user:
+                    raise InvalidCommandError(f"session {session_id!r} is not {user!r}'s")
+                if session.ended:
+                    raise InvalidCommandError(f"session {session_id!r} has ended")
+                if session.expires_at is not None and not_after > session.expires_at:
+                    raise InvalidCommandError(
+                        "a browser certificate must not outlive its console session"
+                    )
             c.record(
                 events.CertificateIssued,
                 serial=serial,
@@ -721,6 +734,7 @@ class ControlPlane(Application[str]):
                 not_after=not_after,
                 fingerprint=fingerprint,
                 clusters=tuple(clusters),
+                session_id=session_id,
             )
 
         return self._run(command_id, actor, decide)

@@ -330,13 +330,15 @@ class _CertificateEvent(Event, frozen=True, kw_only=True):
 
 
 class CertificateIssued(_CertificateEvent, frozen=True, kw_only=True):
-    """A client certificate (CN = user) for a downloaded kubeconfig."""
+    """A client certificate (CN = user) for a downloaded kubeconfig, or, with `session_id`,
+    for the browser shell of that console session."""
 
     user: str
     not_before: datetime
     not_after: datetime
     fingerprint: str = ""
     clusters: tuple[str, ...] = ()
+    session_id: str = ""
 
 
 class CertificateRevoked(_CertificateEvent, frozen=True, kw_only=True):
@@ -456,6 +458,8 @@ class KubectlRequested(_KubectlEvent, frozen=True, kw_only=True):
     edge_id: str = ""
     client_ip: str = ""
     user_agent: str = ""
+    session_id: str = ""
+    """The console session of a browser-shell request (`via="browser"`)."""
 
 
 class KubectlCompleted(_KubectlEvent, frozen=True, kw_only=True):

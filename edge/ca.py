@@ -175,12 +175,18 @@ class CertificateAuthority:
         )
 
     def issue_client(
-        self, user: str, ttl: dt.timedelta, now: dt.datetime | None = None
+        self,
+        user: str,
+        ttl: dt.timedelta,
+        now: dt.datetime | None = None,
+        uris: tuple[str, ...] = (),
     ) -> IssuedCertificate:
-        """A client certificate for `user` (CN); groups come from policy, never the cert."""
+        """A client certificate for `user` (CN); groups come from policy, never the cert.
+        `uris` become URI subject alternative names (the browser shell's session marker)."""
         if ttl <= dt.timedelta(0):
             raise CertificateError("certificate lifetime must be positive")
-        return self._sign(user, ttl, ExtendedKeyUsageOID.CLIENT_AUTH, now=now)
+        sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(u) for u in uris]
+        return self._sign(user, ttl, ExtendedKeyUsageOID.CLIENT_AUTH, sans, now=now)
 
     def issue_server(
         self, hostnames: list[str], ttl: dt.timedelta = SERVER_VALIDITY

@@ -171,12 +171,7 @@ class KubeProxy:
         except MalformedRequestError as exc:
             await self._status(resp, 400, f"malformed request path: {exc}")
             return
-        caller = Caller(
-            user=identity.user,
-            via="cli",
-            cert_serial=identity.serial,
-            cert_not_before=identity.not_before,
-        )
+        caller = identity.caller()  # via="browser" for a browser-shell certificate
         await self.serve(req, resp, caller, cluster, path, attrs)
 
     async def serve(
@@ -461,6 +456,7 @@ class KubeProxy:
                 query=req.query_string[:2048],
                 grant_id=decision.grant_id,
                 via=caller.via,
+                session_id=caller.session_id,
                 edge_id=self.edge_id,
                 client_ip=req.peer[0] if req.peer else "",
                 user_agent=req.header("user-agent")[:256],

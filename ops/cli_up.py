@@ -47,6 +47,7 @@ def run_up(args: argparse.Namespace) -> int:
         "  NATS:      {s.nats_url}\n"
         "  edge:      {s.edge_url}   (kubectl, mutual TLS)\n"
         "  admin API: {s.admin_url}\n"
+        "  console:   {s.admin_url}/console/   (log in; kubectl and helm in the browser)\n"
         f"  admin CLI: export KUBEGATE_CONFIG={settings.data_dir / 'admin.conf'}"
     )
     try:

@@ -2,7 +2,8 @@
 
 What runs: NATS (embedded in `<data-dir>/nats` unless `--nats URL`), the two log streams, the
 control-plane command layer (eventsourcing over JetStream), the policy, sessions and audit
-projections, the admin API (HTTPS, admin token) and the kubectl edge (HTTPS, mutual TLS).
+projections, the admin API (HTTPS, admin token; logins and console sessions) with the web
+console and its browser shell (`/console/`), and the kubectl edge (HTTPS, mutual TLS).
 When everything serves, `<data-dir>/ready.json` names the endpoints and `<data-dir>/admin.conf`
 lets the CLI reach them. More edges can run elsewhere with `kubegate edge`.
 """
@@ -32,6 +33,7 @@ from broker.streams import ensure_streams
 from domain.control import ControlPlane
 from edge.admin_api import AdminContext, build_app
 from edge.ca import CertificateAuthority, write_server_files
+from edge.console import Console, ConsoleSettings
 from edge.identity_service import IdentityService
 from edge.identity_settings import IdentitySettings
 from edge.service import EdgeService, EdgeSettings
@@ -57,6 +59,7 @@ class Settings:
     replicas: int = 1
     staleness_bound_s: float = 30.0
     hostnames: list[str] = field(default_factory=list)
+    console: ConsoleSettings = field(default_factory=ConsoleSettings)
     identity: IdentitySettings = field(default_factory=IdentitySettings)
 
 
@@ -80,10 +83,12 @@ class ControlPlaneService:
         self.nc: Any = None
         self.control: ControlPlane | None = None
         self.edge: EdgeService | None = None
-        self.identity: IdentityService | None = None
         self.audit: AuditStore | None = None
         self.audit_runner: Any = None
         self.admin_runner: web.AppRunner | None = None
+        self.admin_ctx: AdminContext | None = None
+        self.console: Console | None = None
+        self.identity: IdentityService | None = None
         self.admin_token = ""
         self.ca: CertificateAuthority | None = None
         self.edge_url = ""
@@ -145,6 +150,7 @@ class ControlPlaneService:
         await self.edge.start()
         self.edge_url = self.edge.url
         public = s.public_host or s.host
+
         self.identity = IdentityService(
             self.nc,
             control=self.control,
@@ -154,7 +160,7 @@ class ControlPlaneService:
             registry=self.registry,
         )
         await self.identity.start()
-
+        self.console = Console(s.console, registry=self.registry)
         ctx = AdminContext(
             control=self.control,
             ca=self.ca,
@@ -165,8 +171,10 @@ class ControlPlaneService:
             policy=self.edge.policy,
             registry=self.registry,
             relay_credentials=self.relay_credentials,
+            extra_routes=self.console.routes(),
             identity=self.identity,
         )
+        self.admin_ctx = ctx
         self.admin_runner = web.AppRunner(build_app(ctx), access_log=None)
         await self.admin_runner.setup()
         site = web.TCPSite(
@@ -255,6 +263,8 @@ class ControlPlaneService:
 
     async def stop(self) -> None:
         (self.data_dir / READY_JSON).unlink(missing_ok=True)
+        if self.console is not None:
+            await self.console.close()
         if self.admin_runner is not None:
             await self.admin_runner.cleanup()
         if self.identity is not None:
