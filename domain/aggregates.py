@@ -204,6 +204,22 @@ class Credential(ControlAggregate):
                 self.password_hash = fact.password_hash
 
 
+class Settings(ControlAggregate):
+    """Fleet-wide settings (one aggregate, key `fleet`): the current values by key."""
+
+    FAMILY = "settings"
+    FACTS = (events.SettingsChanged,)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.values: dict[str, str | int | float | bool] = {}
+
+    def apply_fact(self, fact: events.Event) -> None:
+        match fact:
+            case events.SettingsChanged():
+                self.values.update(fact.settings)
+
+
 class Group(ControlAggregate):
     FAMILY = "group"
     FACTS = (events.GroupCreated, events.GroupDeleted, events.MemberAdded, events.MemberRemoved)

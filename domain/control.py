@@ -46,6 +46,7 @@ from domain.aggregates import (
     Credential,
     Grant,
     Group,
+    Settings,
     Switch,
     User,
     aggregate_id,
@@ -66,6 +67,13 @@ A = TypeVar("A", bound=ControlAggregate)
 
 EVENT_ID_NAMESPACE = uuid.UUID("6f1c7d1e-2b8a-4c55-9a57-3f0e9f6c1b20")
 ROLES = ("view", "edit", "admin", "cluster-admin", "custom")
+KNOWN_SETTINGS = (
+    "breakglass.standing_access",
+    "breakglass.approver_group",
+    "breakglass.allow_self_approval",
+    "breakglass.max_duration_s",
+    "breakglass.min_duration_s",
+)
 MODES = ("cli", "browser", "both")
 SCOPES = ("global", "cluster", "user", "group")
 MAX_NAME = 253
@@ -495,6 +503,31 @@ class ControlPlane(Application[str]):
         return self._run(command_id, actor, decide)
 
     # --- break-glass -----------------------------------------------------------------------
+
+    def change_settings(
+        self,
+        values: Mapping[str, str | int | float | bool],
+        *,
+        actor: str,
+        command_id: str,
+    ) -> CommandResult:
+        """Change fleet settings (only the keys given); unknown keys are refused."""
+        unknown = sorted(set(values) - set(KNOWN_SETTINGS))
+        if unknown:
+            raise InvalidCommandError(
+                f"unknown setting {unknown[0]!r}: known are {', '.join(KNOWN_SETTINGS)}"
+            )
+        if not values:
+            raise InvalidCommandError("name at least one setting")
+
+        def decide(c: _Attempt) -> None:
+            current = c.get(Settings, "fleet")
+            have = current.values if current is not None else {}
+            changed = {k: v for k, v in values.items() if have.get(k) != v}
+            if changed:
+                c.record(events.SettingsChanged, settings=changed)
+
+        return self._run(command_id, actor, decide)
 
     def request_breakglass(
         self,

@@ -525,7 +525,10 @@ def routes() -> list[web.RouteDef]:
 def build_app(ctx: AdminContext) -> web.Application:
     app = web.Application(middlewares=[errors_middleware], client_max_size=4 * 1024 * 1024)
     app[CONTEXT] = ctx
+    from edge import admin_policy  # it builds on this module's helpers
+
     app.add_routes(routes())
+    app.add_routes(admin_policy.routes())
     app.add_routes(ctx.extra_routes)
     if ctx.identity is not None:
         app.add_routes(ctx.identity.routes())

@@ -301,7 +301,8 @@ class ConsoleSessions:
             wait = max(at_least, wait)
             self.feed.changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.feed.changed.wait(), wait)
+                async with asyncio.timeout(wait):  # not wait_for: see projections.policy
+                    await self.feed.changed.wait()
             await asyncio.sleep(at_least)
 
     def start_sweeper(self) -> None:

@@ -434,7 +434,8 @@ class _Connection(asyncio.Protocol):
                 return None
             self._request_ready.clear()
             try:
-                await asyncio.wait_for(self._request_ready.wait(), idle_s)
+                async with asyncio.timeout(idle_s):  # not wait_for: see projections.policy
+                    await self._request_ready.wait()
             except TimeoutError:
                 return None
         req = self._requests.popleft()

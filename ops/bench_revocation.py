@@ -1,16 +1,236 @@
 """`kubegate bench revocation`: from one published revocation to every edge and relay cutting.
 
-Filled in with the relay: see `run`.
+Starts an embedded NATS, one simulated API server, N relays (cluster `c<i>` each, all in this
+process, all backed by that API server with a namespace of their own) and M edges. A user holds
+an open watch on every relay's cluster, spread over the edges. Then one `UserAccessRevoked`
+event is published and, for every edge and every relay, the time from the publish to the moment
+it had applied the event and cut that user's streams is recorded:
+
+- an edge: when its policy listener has re-judged its live requests (cuts are synchronous);
+- a relay: when `abort_user` for that user has returned.
+
+Prints p50/p99/max in milliseconds, and how many watches the clients saw end.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import os
+import ssl
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
 from typing import Any
+
+import aiohttp
+from prometheus_client import CollectorRegistry
+
+from broker.connection import connect
+from broker.server import EmbeddedNats
+from broker.store import EventStore
+from broker.streams import ensure_streams
+from domain import events
+from edge.ca import CertificateAuthority, write_server_files
+from edge.service import EdgeService, EdgeSettings
+
+USER = "victim"
+
+
+def progress(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def _event(cls: type[events.Event], **fields: Any) -> events.Event:
+    return cls(id=uuid.uuid4().hex, time=dt.datetime.now(dt.UTC), actor="bench", **fields)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    raise NotImplementedError("revocation benchmark lands with the relay")
+    from ops.sim.simulator import Simulator
+    from relay.service import RelayService, RelaySettings
+
+    n, m = args.relays, args.edges
+    with tempfile.TemporaryDirectory(prefix="kubegate-bench-") as tmp:
+        base = Path(tmp)
+        server = await asyncio.to_thread(EmbeddedNats(data_dir=base / "nats").start)
+        nc = await connect(server.url, name="bench-control")
+        await ensure_streams(nc.jetstream())
+        store = EventStore(nc)
+        clusters = [f"c{i}" for i in range(n)]
+        progress(f"seeding the log: a user and {n} clusters with a grant on all")
+        await store.append(_event(events.UserRegistered, user=USER))
+        for c in clusters:
+            await store.append(_event(events.ClusterRegistered, cluster=c))
+        await store.append(
+            _event(
+                events.GrantIssued,
+                grant_id="all",
+                subject_kind="user",
+                subject=USER,
+                role="view",
+                clusters=("*",),
+            )
+        )
+        ca = CertificateAuthority.load_or_create(base / "pki")
+        write_server_files(ca, base / "pki", ["127.0.0.1", "localhost"])
+        issued = ca.issue_client(USER, dt.timedelta(hours=1))
+        await store.append(
+            _event(
+                events.CertificateIssued,
+                serial=issued.serial,
+                user=USER,
+                not_before=issued.not_before,
+                not_after=issued.not_after,
+            )
+        )
+        (base / "u.crt").write_bytes(issued.cert_pem)
+        (base / "u.key").write_bytes(issued.key_pem)
+        client_ssl = ssl.create_default_context(cafile=str(base / "pki" / "ca.crt"))
+        client_ssl.load_cert_chain(base / "u.crt", base / "u.key")
+
+        sim = Simulator(base / "sim", name="bench")
+        await sim.start()
+        edges: list[EdgeService] = []
+        relays: list[Any] = []
+        cut_at: dict[str, float] = {}
+        all_cut = asyncio.Event()
+        published = 0.0
+
+        def record(name: str) -> None:
+            if published and name not in cut_at:
+                cut_at[name] = time.perf_counter()
+                if len(cut_at) >= n + m:
+                    all_cut.set()
+
+        sessions: list[aiohttp.ClientSession] = []
+        try:
+            progress(f"starting {m} edges")
+            for i in range(m):
+                edge = EdgeService(
+                    nc,
+                    EdgeSettings(
+                        ca_file=base / "pki" / "ca.crt",
+                        cert_file=base / "pki" / "edge.crt",
+                        key_file=base / "pki" / "edge.key",
+                        edge_id=f"bench-edge-{i}",
+                    ),
+                    registry=CollectorRegistry(),
+                )
+                await edge.start(wait_ready=True)
+
+                def edge_cut(users: frozenset[str] | None, name: str = f"edge-{i}") -> None:
+                    if users is None or USER in users:
+                        record(name)
+
+                edge.policy.on_change(edge_cut)
+                edges.append(edge)
+
+            progress(f"starting {n} relays (one process, one API server)")
+            for i, cluster in enumerate(clusters):
+                relay = RelayService(
+                    RelaySettings(
+                        cluster=cluster,
+                        nats_url=server.url,
+                        kubeconfig=str(sim.kubeconfig_path),
+                        namespace=f"kg-{i}",
+                        drain_s=0.0,
+                    ),
+                    nc=nc,
+                    registry=CollectorRegistry(),
+                )
+                await relay.start()
+                original = relay.server.abort_user
+
+                async def timed(user: str, reason: str, *, _orig=original, _n=f"relay-{cluster}"):
+                    count = await _orig(user, reason)
+                    if user == USER:
+                        record(_n)
+                    return count
+
+                relay.server.abort_user = timed
+                relays.append(relay)
+
+            progress(f"opening {n} watches for {USER}, spread over the edges")
+            ended = 0
+            ready: list[asyncio.Future[None]] = []
+            loop = asyncio.get_running_loop()
+
+            async def watch(cluster: str, edge: EdgeService, opened: asyncio.Future[None]) -> None:
+                nonlocal ended
+                session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
+                sessions.append(session)
+                url = f"{edge.url}/k8s/{cluster}/api/v1/namespaces/default/configmaps?watch=1"
+                try:
+                    async with session.get(url, ssl=client_ssl) as r:
+                        if r.status != 200:
+                            opened.set_exception(RuntimeError(f"watch answered {r.status}"))
+                            return
+                        opened.set_result(None)
+                        async for _ in r.content.iter_any():
+                            pass
+                except aiohttp.ClientError:
+                    pass
+                ended += 1
+
+            tasks = []
+            for i, cluster in enumerate(clusters):
+                fut = loop.create_future()
+                ready.append(fut)
+                tasks.append(asyncio.create_task(watch(cluster, edges[i % m], fut)))
+            await asyncio.wait_for(asyncio.gather(*ready), 300)
+            await asyncio.sleep(1.0)
+            live = sum(len(e.proxy.live) for e in edges)
+            progress(f"{live} live requests on the edges; publishing one revocation")
+
+            published = time.perf_counter()
+            await store.append(_event(events.UserAccessRevoked, user=USER, reason="bench"))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(all_cut.wait(), 60)
+            await asyncio.sleep(0.5)
+            waits = [(t - published) * 1000.0 for t in cut_at.values()]
+            result: dict[str, Any] = {
+                "relays": n,
+                "edges": m,
+                "streams": n,
+                "applied": len(cut_at),
+                "p50_ms": round(statistics.median(waits), 2) if waits else None,
+                "p99_ms": round(_percentile(waits, 0.99), 2) if waits else None,
+                "max_ms": round(max(waits), 2) if waits else None,
+                "edges_max_ms": round(
+                    max((t - published) * 1000.0 for k, t in cut_at.items() if "edge" in k), 2
+                )
+                if any("edge" in k for k in cut_at)
+                else None,
+                "client_streams_ended": ended,
+                "load_average_1m": round(os.getloadavg()[0], 2),
+            }
+            for task in tasks:
+                task.cancel()
+            return result
+        finally:
+            for s in sessions:
+                with contextlib.suppress(Exception):
+                    await s.close()
+            for relay in relays:
+                with contextlib.suppress(Exception):
+                    await relay.stop()
+            for edge in edges:
+                with contextlib.suppress(Exception):
+                    await edge.stop()
+            with contextlib.suppress(Exception):
+                await sim.stop()
+            await nc.close()
+            await asyncio.to_thread(server.stop)
 
 
 def add_parser(sub: Any) -> None:

@@ -248,6 +248,93 @@ def print_table(columns: list[str], rows: list[list[Any]]) -> None:
     print(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
 
 
+def cmd_breakglass_request(args: argparse.Namespace) -> int:
+    result = _client(args).post(
+        "/v1/breakglass",
+        {
+            "cluster": args.cluster,
+            "reason": args.reason,
+            "duration_seconds": args.for_,
+            "role": args.role,
+            "namespaces": args.namespace or [],
+        },
+    )
+    who = ", ".join(result.get("approvers", [])) or "nobody yet"
+    print(f"break-glass request {result['id']} is pending; approvers: {who}")
+    return 0
+
+
+def cmd_breakglass_decide(args: argparse.Namespace) -> int:
+    result = _client(args).post(
+        f"/v1/breakglass/{args.id}/{args.action}", {"reason": args.reason or ""}
+    )
+    if args.action == "approve":
+        how = " (self-approved)" if result.get("self_approved") else ""
+        until = f" until {result['expires_at']}" if result.get("expires_at") else ""
+        print(f"break-glass request {args.id} approved{how}: grant {result['grant_id']}{until}")
+    else:
+        print(f"break-glass request {args.id} denied")
+    return 0
+
+
+def cmd_breakglass_list(args: argparse.Namespace) -> int:
+    requests = _client(args).get("/v1/breakglass")["requests"]
+    if args.json:
+        for r in requests:
+            print(json.dumps(r))
+        return 0
+    columns = ["id", "user", "cluster", "role", "status", "approver", "requested_at", "reason"]
+    print_table(columns, [[r[c] for c in columns] for r in requests])
+    return 0
+
+
+def cmd_policy_show(args: argparse.Namespace) -> int:
+    found = _client(args).get(f"/v1/policy/{args.user}")
+    if args.json:
+        print(json.dumps(found, indent=2))
+        return 0
+    if not found["known"]:
+        print(f"{args.user}: not a kubegate user")
+        return 0
+    groups = ", ".join(found["local_groups"] + [f"{g} (idp)" for g in found["idp_groups"]])
+    print(f"{found['user']}: {found['status']}; groups: {groups or 'none'}")
+    if found.get("live_console_session"):
+        print(f"  live console session {found['live_console_session']}")
+    for c in found["clusters"]:
+        flags = ["sensitive"] if c["sensitive"] else []
+        flags += ["kubeconfig ok" if c["kubeconfig_usable"] else "no kubeconfig use"]
+        flags += ["browser ok" if c["browser_usable"] else "no browser use"]
+        print(f"  cluster {c['cluster']} ({', '.join(flags)})")
+        for g in c["grants"]:
+            ns = ", ".join(g["namespaces"]) or "all namespaces"
+            until = f" until {g['expires_at']}" if g.get("expires_at") else ""
+            note = f" - {g['note']}" if g.get("note") else ""
+            print(
+                f"    grant {g['grant_id']}: {g['role']} in {ns} via {g['source']} "
+                f"[{g['status']}, {g['effect']}]{until}{note}"
+            )
+        for sw in c["switches"]:
+            print(
+                f"    {sw['kind']} {sw['applies']}" + (f": {sw['reason']}" if sw["reason"] else "")
+            )
+        for req in c["requirements"]:
+            print(f"    needs: {req}")
+    return 0
+
+
+def cmd_settings_set(args: argparse.Namespace) -> int:
+    values: dict[str, Any] = {}
+    for key, raw in args.setting:
+        if raw.lower() in ("true", "false"):
+            values[key] = raw.lower() == "true"
+        elif raw.isdigit():
+            values[key] = int(raw)
+        else:
+            values[key] = raw
+    result = _client(args).post("/v1/settings", {"settings": values})
+    return _done(result, "settings changed")
+
+
 def cmd_audit_sql(args: argparse.Namespace) -> int:
     result = _client(args).post("/v1/audit/sql", {"sql": args.sql})
     if args.json:
@@ -392,6 +479,33 @@ def add_parsers(subparsers: Any) -> None:
     p.add_argument("--cluster", action="append")
     p.add_argument("--ttl", type=parse_duration, default=8 * 3600, metavar="DURATION")
     p.add_argument("-o", "--output", default="-")
+
+    glass = subparsers.add_parser("breakglass", help="emergency access to sensitive clusters")
+    glass_sub = glass.add_subparsers(dest="breakglass_command", metavar="ACTION", required=True)
+    p = _leaf(glass_sub, "request", cmd_breakglass_request, help="ask for emergency access")
+    p.add_argument("--cluster", required=True)
+    p.add_argument("--reason", required=True)
+    p.add_argument("--for", dest="for_", type=parse_duration, required=True, metavar="DURATION")
+    p.add_argument("--role", default="cluster-admin")
+    p.add_argument("--namespace", action="append")
+    for action in ("approve", "deny"):
+        p = _leaf(glass_sub, action, cmd_breakglass_decide, help=f"{action} a pending request")
+        p.add_argument("id")
+        p.add_argument("--reason", help="mandatory for a self-approval")
+        p.set_defaults(action=action)
+    p = _leaf(glass_sub, "list", cmd_breakglass_list, help="requests you may see")
+    p.add_argument("--json", action="store_true")
+
+    policy = subparsers.add_parser("policy", help="explain access")
+    policy_sub = policy.add_subparsers(dest="policy_command", metavar="ACTION", required=True)
+    p = _leaf(policy_sub, "show", cmd_policy_show, help="what can a user do where, and why")
+    p.add_argument("--user", required=True)
+    p.add_argument("--json", action="store_true")
+
+    settings = subparsers.add_parser("settings", help="fleet settings")
+    settings_sub = settings.add_subparsers(dest="settings_command", metavar="ACTION", required=True)
+    p = _leaf(settings_sub, "set", cmd_settings_set, help="change settings (key=value ...)")
+    p.add_argument("setting", type=parse_label, nargs="+", metavar="KEY=VALUE")
 
     audit = subparsers.add_parser("audit", help="query the audit store").add_subparsers(
         dest="audit_command", metavar="ACTION", required=True

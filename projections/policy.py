@@ -157,7 +157,10 @@ class PolicyProjection:
             if deadline is not None:
                 timeout = max(0.0, (deadline - self.clock()).total_seconds()) + 0.001
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+                # that lands as the event fires, and this loop would then never stop.
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
                 self._wake.clear()
                 pending, self._pending = self._pending, set()
                 if pending is not None and not pending:

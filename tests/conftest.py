@@ -82,3 +82,33 @@ def nats_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsClust
     finally:
         for node in nodes:
             node.stop()
+
+
+@pytest.fixture(autouse=True)
+def _dump_tasks_before_timeout(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Shortly before pytest-timeout fails a test, print every running loop's asyncio tasks:
+    a hung await then shows where it waits, not just an idle selector."""
+    import asyncio
+    import gc
+    import sys
+    import threading
+
+    limit = request.config.getini("timeout")
+    seconds = max(float(limit or 0) - 10.0, 1.0)
+
+    def dump() -> None:
+        for obj in gc.get_objects():
+            if isinstance(obj, asyncio.AbstractEventLoop) and obj.is_running():
+
+                def show(loop: asyncio.AbstractEventLoop = obj) -> None:
+                    for task in asyncio.all_tasks(loop):
+                        print(f"--- task {task.get_name()}", file=sys.stderr)
+                        task.print_stack(file=sys.stderr)
+
+                obj.call_soon_threadsafe(show)
+
+    timer = threading.Timer(seconds, dump)
+    timer.daemon = True
+    timer.start()
+    yield
+    timer.cancel()

@@ -416,3 +416,11 @@ def test_endless_interference_is_reported(js_plane: ControlPlane, nats_url: str)
     recorded = logged(js_plane, "user", user)
     assert [type(r.event) for r in recorded].count(events.UserAccessRevoked) == 3
     assert not any(isinstance(r.event, events.UserDisabled) for r in recorded)
+
+
+def test_settings_change_only_known_keys_and_only_when_different(plane: ControlPlane) -> None:
+    first = plane.change_settings({"breakglass.allow_self_approval": True}, **cmd())
+    assert [type(e).__name__ for e in first.events] == ["SettingsChanged"]
+    assert not plane.change_settings({"breakglass.allow_self_approval": True}, **cmd()).changed
+    with pytest.raises(InvalidCommandError, match="unknown setting 'nope'"):
+        plane.change_settings({"nope": 1}, **cmd())
