@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 from tests.sim.streams.kube import Kubectl, MiniApiServer, PtyDriver, eventually, pod_manifest
@@ -43,6 +45,14 @@ async def test_attach_tty_to_an_interactive_container(
     await driver.expect(b"If you don't see a command prompt")
     driver.send(b"stty size; echo $((7*6))x\r")
     await driver.expect(b"42x")
-    await driver.expect(b"20 70")
+    # kubectl attach nudges the size (+1 row and column, then the real size) to force a
+    # redraw, as against a real cluster; ask again until the real size has arrived.
+    for _ in range(50):
+        if b"20 70" in driver.output:
+            break
+        driver.send(b"stty size\r")
+        with contextlib.suppress(AssertionError):
+            await driver.expect(b"20 70", seconds=0.2)
+    assert b"20 70" in driver.output
     driver.send(b"exit\r")
     assert await driver.wait() == 0
