@@ -31,7 +31,7 @@ from edge.http1 import Request, Response, Tunnel
 from edge.identity import identity_from_der
 from edge.kubeconfig import CLUSTER_PREFIX
 from edge.recording import SessionRecorder
-from edge.status import status_body
+from edge.status import status_body, warning_header
 
 log = logging.getLogger("kubegate.edge.proxy")
 
@@ -421,7 +421,7 @@ class KubeProxy:
             name, kind, group = attrs.name, attrs.resource, attrs.api_group
         body = status_body(code, message, name=name, kind=kind, group=group)
         with contextlib.suppress(ConnectionError):
-            await resp.send(code, body, JSON)
+            await resp.send(code, body, JSON, extra=[warning_header(message)])
 
     def _emit_requested(
         self,

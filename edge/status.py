@@ -51,3 +51,14 @@ def status_body(
         details = {"name": name, "group": group, "kind": kind}
         body["details"] = {k: v for k, v in details.items() if v}
     return _encoder.encode(body)
+
+
+def warning_header(message: str) -> tuple[str, str]:
+    """An RFC 7234 `Warning` header carrying `message`.
+
+    client-go prints every Warning header to stderr ("Warning: ..."), including on discovery
+    requests, whose failures kubectl otherwise reports as a bare "unknown". So each refusal
+    also travels as a warning, and the person at the terminal reads why.
+    """
+    text = message.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
+    return ("Warning", f'299 kubegate "{text}"')

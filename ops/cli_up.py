@@ -60,48 +60,24 @@ def run_up(args: argparse.Namespace) -> int:
     return 0
 
 
-class _EdgeProcess:
-    """A standalone edge: its own NATS connection and an `EdgeService`."""
-
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        self.pki = Path(args.pki).expanduser()
-        self.nc: Any = None
-        self.edge: Any = None
-
-    async def __aenter__(self) -> _EdgeProcess:
-        from broker.connection import connect
-        from edge.service import EdgeService, EdgeSettings
-
-        a = self.args
-        self.nc = await connect(a.nats, name="kubegate-edge", creds=a.nats_creds)
-        pki = self.pki
-        self.edge = EdgeService(
-            self.nc,
-            EdgeSettings(
-                ca_file=pki / "ca.crt",
-                cert_file=pki / "edge.crt",
-                key_file=pki / "edge.key",
-                host=a.host,
-                port=a.port,
-                public_host=a.public_host or "",
-                staleness_bound_s=a.staleness_bound,
-            ),
-        )
-        await self.edge.start(wait_ready=True)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self.edge is not None:
-            await self.edge.stop()
-        if self.nc is not None:
-            await self.nc.close()
-
-
 def run_edge(args: argparse.Namespace) -> int:
+    from edge.service import EdgeSettings
+    from edge.standalone import StandaloneEdge
+
     logs.setup(args.log_level)
+    pki = Path(args.pki).expanduser()
+    settings = EdgeSettings(
+        ca_file=pki / "ca.crt",
+        cert_file=pki / "edge.crt",
+        key_file=pki / "edge.key",
+        host=args.host,
+        port=args.port,
+        public_host=args.public_host or "",
+        staleness_bound_s=args.staleness_bound,
+    )
+    edge = StandaloneEdge(args.nats, settings, creds=args.nats_creds)
     try:
-        asyncio.run(serve_until_stopped(_EdgeProcess(args), "kubegate edge {s.edge.url} is up"))
+        asyncio.run(serve_until_stopped(edge, "kubegate edge listening on {s.url}"))
     except KubegateError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3

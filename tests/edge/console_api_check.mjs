@@ -27,7 +27,16 @@ out.shell = await new Promise((resolve) => {
   let text = "";
   let asked = false;
   let uploaded = false;
+  let exited = false;
   const events = [];
+  // `exit` only once kubectl's run is over (the second prompt): keys typed while a command
+  // runs belong to that command's terminal, as in any shell.
+  const maybeExit = () => {
+    if (!exited && out.downloaded !== undefined && text.split(" $ ").length > 2) {
+      exited = true;
+      shell.send("exit\r");
+    }
+  };
   const shell = api.openShell(cluster, {
     onOutput: (bytes) => {
       text += decoder.decode(bytes);
@@ -41,6 +50,7 @@ out.shell = await new Promise((resolve) => {
         uploaded = true;
         shell.upload("note.txt", new TextEncoder().encode("hello from node"));
       }
+      maybeExit();
     },
     onEvent: (event) => {
       events.push(event.type);
@@ -48,7 +58,7 @@ out.shell = await new Promise((resolve) => {
       if (event.type === "uploaded") shell.download("note.txt");
       if (event.type === "file") {
         out.downloaded = decoder.decode(event.bytes);
-        shell.send("exit\r");
+        maybeExit();
       }
     },
     onClose: ({ code, reason }) => {
