@@ -162,14 +162,14 @@ class KubeProxy:
                 "`kubegate kubeconfig`",
             )
             return
-        reason = self.policy.not_ready_reason()
-        if reason is not None:
-            await self._status(resp, 503, f"kubegate edge is not serving: {reason}")
-            return
         try:
             attrs = attributes_from_http(req.method, unquote(path), req.query_string)
         except MalformedRequestError as exc:
             await self._status(resp, 400, f"malformed request path: {exc}")
+            return
+        reason = self.policy.not_ready_reason()
+        if reason is not None:
+            await self._status(resp, 503, f"kubegate edge is not serving: {reason}", attrs=attrs)
             return
         caller = identity.caller()  # via="browser" for a browser-shell certificate
         await self.serve(req, resp, caller, cluster, path, attrs)
@@ -420,8 +420,12 @@ class KubeProxy:
         if attrs is not None and attrs.is_resource_request:
             name, kind, group = attrs.name, attrs.resource, attrs.api_group
         body = status_body(code, message, name=name, kind=kind, group=group)
+        # kubectl prints a resource request's Status message itself; for discovery and 401 it
+        # prints only "unknown" or "provide credentials", so the reason travels as a warning.
+        hidden = code == 401 or attrs is None or not attrs.is_resource_request
+        extra = [warning_header(message)] if hidden else []
         with contextlib.suppress(ConnectionError):
-            await resp.send(code, body, JSON, extra=[warning_header(message)])
+            await resp.send(code, body, JSON, extra=extra)
 
     def _emit_requested(
         self,

@@ -58,7 +58,7 @@ def warning_header(message: str) -> tuple[str, str]:
 
     client-go prints every Warning header to stderr ("Warning: ..."), including on discovery
     requests, whose failures kubectl otherwise reports as a bare "unknown". So each refusal
-    also travels as a warning, and the person at the terminal reads why.
+    travels as a warning where kubectl would hide it, and the person at the terminal reads why.
     """
     text = message.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
     return ("Warning", f'299 kubegate "{text}"')
