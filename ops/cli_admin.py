@@ -208,6 +208,24 @@ def cmd_kubectl(args: argparse.Namespace) -> int:
     return _done(result, f"kubectl {args.action}d {where}")
 
 
+SWITCH_WORDS = {
+    "browser-only": "kubeconfigs refused, browser shell only",
+    "console-session-required": "kubeconfigs work only during a live console session",
+}
+
+
+def cmd_switch(args: argparse.Namespace) -> int:
+    scope, target = _scope(args)
+    enabled = not args.off
+    result = _client(args).post(
+        f"/v1/switches/{args.switch}",
+        {"scope": scope, "target": target, "reason": args.reason or "", "enabled": enabled},
+    )
+    where = "everywhere" if scope == "global" else f"for {scope} {target}"
+    state = "on" if enabled else "off"
+    return _done(result, f"{args.switch} {state} {where} ({SWITCH_WORDS[args.switch]})")
+
+
 def cmd_kubeconfig(args: argparse.Namespace) -> int:
     result = _client(args).post(
         "/v1/kubeconfigs",
@@ -473,6 +491,14 @@ def add_parsers(subparsers: Any) -> None:
         p.add_argument("--group")
         p.add_argument("--reason")
         p.set_defaults(action=action)
+    for switch, words in SWITCH_WORDS.items():
+        p = _leaf(kubectl, switch, cmd_switch, help=f"{words} (--off to lift)")
+        p.add_argument("--cluster")
+        p.add_argument("--user")
+        p.add_argument("--group")
+        p.add_argument("--reason")
+        p.add_argument("--off", action="store_true", help="lift the switch")
+        p.set_defaults(switch=switch)
 
     p = _leaf(subparsers, "kubeconfig", cmd_kubeconfig, help="issue a kubeconfig for a user")
     p.add_argument("--user", required=True)

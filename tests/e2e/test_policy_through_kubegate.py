@@ -134,21 +134,18 @@ def test_browser_only_user_is_refused_on_the_cli(demo: RunningDemo, tmp_path: Pa
     ok(demo, "grant", "--user", user, "--role", "view", "--cluster", "dev")
     bea = user_kubectl(demo, user, "dev", tmp_path)
     assert bea.run("-n", "demo", "get", "pods").returncode == 0
-    ok(demo, "settings", "set", "breakglass.approver_group=approvers")  # a no-op change is fine
-    admin = _admin_client(demo)
-    admin.post("/v1/switches/browser-only", {"scope": "user", "target": user, "enabled": True})
+    said = ok(demo, "kubectl", "browser-only", "--user", user, "--reason", "contractor")
+    assert f"browser-only on for user {user}" in said
     refused = wait_for(
         lambda: (r := bea.run("-n", "demo", "get", "pods", check=False)).returncode == 1 and r,
         "the browser-only switch to reach the edge",
     )
     assert "browser-only" in refused.stderr
-
-
-def _admin_client(demo: RunningDemo):
-    from ops.client import AdminClient
-    from ops.config import AdminConfig
-
-    return AdminClient(AdminConfig.load(demo.demo.admin_conf))
+    ok(demo, "kubectl", "browser-only", "--user", user, "--off")
+    wait_for(
+        lambda: bea.run("-n", "demo", "get", "pods", check=False).returncode == 0,
+        "kubectl to work again once browser-only is lifted",
+    )
 
 
 def test_session_required_user_is_refused_after_logout(demo: RunningDemo, tmp_path: Path):
@@ -156,9 +153,7 @@ def test_session_required_user_is_refused_after_logout(demo: RunningDemo, tmp_pa
     ok(demo, "user", "add", user)
     ok(demo, "user", "passwd", user, "--password-stdin", stdin="correct horse battery\n")
     ok(demo, "grant", "--user", user, "--role", "view", "--cluster", "dev")
-    _admin_client(demo).post(
-        "/v1/switches/console-session-required", {"scope": "user", "target": user}
-    )
+    ok(demo, "kubectl", "console-session-required", "--user", user)
     sam = user_kubectl(demo, user, "dev", tmp_path)
     refused = wait_for(
         lambda: (r := sam.run("-n", "demo", "get", "pods", check=False)).returncode == 1 and r,
