@@ -428,6 +428,23 @@ class ControlPlane(Application[str]):
 
         return self._run(command_id, actor, decide)
 
+    def record_grant_expiry(self, grant_id: str, *, actor: str, command_id: str) -> CommandResult:
+        """Write down, for audit, that a grant's window has closed. Access already ended on
+        the second without this event (projections time it); nothing is recorded for a grant
+        still in its window, revoked, or whose expiry is already recorded."""
+
+        def decide(c: _Attempt) -> None:
+            grant = c.require(Grant, grant_id)
+            issued = grant.issued
+            assert issued is not None
+            if grant.revoked or grant.expired or issued.expires_at is None:
+                return
+            if issued.expires_at > c.now:
+                raise InvalidCommandError(f"grant {grant_id!r} has not expired yet")
+            c.record(events.GrantExpired, grant_id=grant_id, expired_at=issued.expires_at)
+
+        return self._run(command_id, actor, decide)
+
     # --- switches --------------------------------------------------------------------------
 
     def disable_kubectl(

@@ -38,6 +38,7 @@ from edge.identity_service import IdentityService
 from edge.identity_settings import IdentitySettings
 from edge.service import EdgeService, EdgeSettings
 from ops.config import ADMIN_CONF, READY_JSON, AdminConfig
+from ops.grant_expiry import GrantExpiryRecorder
 from projections.audit import AuditStore, audit_runner
 
 log = logging.getLogger("kubegate.ops.controlplane")
@@ -89,6 +90,7 @@ class ControlPlaneService:
         self.admin_ctx: AdminContext | None = None
         self.console: Console | None = None
         self.identity: IdentityService | None = None
+        self.expiry: GrantExpiryRecorder | None = None
         self.admin_token = ""
         self.ca: CertificateAuthority | None = None
         self.edge_url = ""
@@ -160,6 +162,8 @@ class ControlPlaneService:
             registry=self.registry,
         )
         await self.identity.start()
+        self.expiry = GrantExpiryRecorder(self.control, self.edge.policy, utcnow)
+        self.expiry.start()
         self.console = Console(s.console, registry=self.registry)
         ctx = AdminContext(
             control=self.control,
@@ -267,6 +271,8 @@ class ControlPlaneService:
             await self.console.close()
         if self.admin_runner is not None:
             await self.admin_runner.cleanup()
+        if self.expiry is not None:
+            await self.expiry.stop()
         if self.identity is not None:
             await self.identity.stop()
         if self.edge is not None:

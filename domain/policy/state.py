@@ -94,6 +94,7 @@ class GrantRecord:
     expires_at: datetime | None
     revoked_at: datetime | None = None
     revoked_reason: str = ""
+    expiry_recorded: bool = False  # a GrantExpired is in the log
 
     @property
     def subject(self) -> tuple[str, str]:
@@ -427,6 +428,7 @@ class PolicyState:
         record = self.grants.get(e.grant_id)
         if record is None or record.revoked_at is not None:
             return
+        record.expiry_recorded = True
         at = utc(e.expired_at)
         if record.expires_at is None or at < record.expires_at:
             record.expires_at = at

@@ -211,6 +211,32 @@ def test_grants(plane: ControlPlane) -> None:
     assert not plane.revoke_grant(grant, **cmd()).changed
 
 
+def test_grant_expiry_is_recorded_once_and_only_after_the_fact(plane: ControlPlane) -> None:
+    user, cluster = uid("hal"), uid("c")
+    plane.register_user(user, **cmd())
+    plane.register_cluster(cluster, **cmd())
+    base: dict[str, Any] = {"subject_kind": "user", "subject": user, "role": "view"}
+    timed, forever, revoked = uid("timed"), uid("forever"), uid("revoked")
+    ends = T0 + timedelta(minutes=5)
+    plane.issue_grant(timed, clusters=[cluster], expires_at=ends, **base, **cmd())
+    plane.issue_grant(forever, clusters=[cluster], **base, **cmd())
+    plane.issue_grant(revoked, clusters=[cluster], expires_at=ends, **base, **cmd())
+    plane.revoke_grant(revoked, **cmd())
+    with pytest.raises(InvalidCommandError, match="has not expired yet"):
+        plane.record_grant_expiry(timed, **cmd())
+    with pytest.raises(NotFoundError):
+        plane.record_grant_expiry(uid("nope"), **cmd())
+    clock = plane.clock
+    assert isinstance(clock, Clock)
+    clock.now = ends
+    (expired,) = plane.record_grant_expiry(timed, **cmd()).events
+    assert isinstance(expired, events.GrantExpired) and expired.expired_at == ends
+    assert plane.find(Grant, timed).expired
+    assert not plane.record_grant_expiry(timed, **cmd()).changed
+    assert not plane.record_grant_expiry(forever, **cmd()).changed
+    assert not plane.record_grant_expiry(revoked, **cmd()).changed
+
+
 def test_switches(plane: ControlPlane) -> None:
     user = uid("gina")
     with pytest.raises(InvalidCommandError):

@@ -126,6 +126,17 @@ def test_time_bound_grant_expires_mid_watch(demo, namespace: str, tmp_path: Path
     after = tim.run("-n", namespace, "get", "configmaps", check=False)
     assert after.returncode == 1
     assert "expired" in after.stderr
+    # the control plane writes the expiry down after the fact, for audit
+    recorded = wait_for(
+        lambda: demo.audit(
+            "SELECT e.actor, e.expired_at = i.expires_at FROM grant_events e "
+            "JOIN grant_events i ON i.grant_id = e.grant_id AND i.type = 'GrantIssued' "
+            "WHERE e.type = 'GrantExpired' AND i.subject = ?",
+            [user],
+        ),
+        "GrantExpired in the audit store",
+    )
+    assert recorded == [("kubegate-expiry", True)]
 
 
 def test_browser_only_user_is_refused_on_the_cli(demo: RunningDemo, tmp_path: Path) -> None:
