@@ -89,3 +89,64 @@ class Kubectl:
             stderr=subprocess.STDOUT,
             text=True,
         )
+
+
+class CuttableLink:
+    """A loopback TCP forwarder to `target` whose link a test can cut and restore: `cut()`
+    resets every open connection and refuses new ones (as a network partition would look to
+    the client), `restore()` accepts again on the same port."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.thread = LoopThread("cuttable-link")
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._open: set[asyncio.StreamWriter] = set()
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._open |= {writer, up_writer}
+        try:
+            await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+        finally:
+            self._open -= {writer, up_writer}
+
+    async def _listen(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _cut(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for writer in list(self._open):
+            writer.transport.abort()
+        self._open.clear()
+
+    def start(self) -> int:
+        self.thread.run(self._listen())
+        return self.port
+
+    def cut(self) -> None:
+        self.thread.run(self._cut())
+
+    def restore(self) -> None:
+        self.thread.run(self._listen())
+
+    def close(self) -> None:
+        self.thread.run(self._cut())
+        self.thread.close()

@@ -22,7 +22,7 @@ import pytest
 from broker.server import EmbeddedNats, free_port
 from broker.streams import ensure_streams
 from tests.e2e.conftest import RunningDemo, as_user, cluster_admin, kubectl_binary, popen
-from tests.support import Kubectl, wait_for
+from tests.support import CuttableLink, Kubectl, wait_for
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
@@ -286,6 +286,69 @@ def test_break_glass_request_approve_use_expire(demo: RunningDemo, tmp_path: Pat
         demo.thread.run(relay.stop())
 
 
+def through_edge(k: Kubectl, edge_port: int, tmp_path: Path) -> Kubectl:
+    """The same user and cluster contexts, through another edge on `edge_port`."""
+    cfg = json.loads(k("config", "view", "--raw", "-o", "json"))
+    cfg["clusters"] = [
+        {**c, "cluster": {**c["cluster"], "server": f"https://127.0.0.1:{edge_port}/k8s/dev"}}
+        for c in cfg["clusters"]
+    ]
+    other = tmp_path / f"edge-{edge_port}.kubeconfig"
+    other.write_text(json.dumps(cfg))
+    return Kubectl(k.binary, other, tmp_path / f"cache-{edge_port}")
+
+
+def test_edge_cut_off_fails_closed_and_applies_revocations_before_serving_again(
+    demo: RunningDemo, tmp_path: Path
+) -> None:
+    user = uid("ula")
+    ok(demo, "user", "add", user)
+    ok(demo, "grant", "--user", user, "--role", "view", "--cluster", "dev")
+    control = demo.demo.control
+    nats_host, _, nats_port = control.nats_url.removeprefix("nats://").rpartition(":")
+    link = CuttableLink(nats_host, int(nats_port))
+    link_port, edge_port = link.start(), free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ops.cli", "edge", "--nats", f"nats://127.0.0.1:{link_port}",
+         "--nats-creds", str(control.data_dir / "creds" / "edge.json"),
+         "--pki", str(control.data_dir / "pki"), "--port", str(edge_port),
+         "--staleness-bound", "2", "--log-level", "warning"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        ula = through_edge(user_kubectl(demo, user, "dev", tmp_path), edge_port, tmp_path)
+        wait_for(
+            lambda: ula.run("-n", "demo", "get", "pods", check=False).returncode == 0,
+            "the second edge to serve ula",
+        )
+        link.cut()
+        stale = wait_for(
+            lambda: (
+                (r := ula.run("-n", "demo", "get", "pods", check=False)).returncode == 1
+                and "ServiceUnavailable" in r.stderr
+                and r
+            ),
+            "the cut-off edge to refuse with 503",
+        )
+        assert "cut off from the event log" in stale.stderr
+        ok(demo, "revoke", "--user", user, "--reason", "left the company")
+        link.restore()
+        seen: list[str] = []
+
+        def refused_for_revocation() -> bool:
+            r = ula.run("-n", "demo", "get", "pods", check=False)
+            seen.append(r.stderr if r.returncode else "SERVED")
+            return "issued before access was revoked" in r.stderr  # 401: this cert is dead
+
+        wait_for(refused_for_revocation, "the reconnected edge to apply the revocation")
+        assert "SERVED" not in seen, "the edge served with policy older than the revocation"
+        assert all("ServiceUnavailable" in e for e in seen[:-1]), seen
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        link.close()
+
+
 def test_edge_started_while_nats_is_down_refuses_to_serve(demo: RunningDemo, tmp_path: Path):
     nats_port, edge_port = free_port(), free_port()
     pki = demo.demo.control.data_dir / "pki"
@@ -296,15 +359,7 @@ def test_edge_started_while_nats_is_down_refuses_to_serve(demo: RunningDemo, tmp
     )  # fmt: skip
     server = None
     try:
-        admin = as_user(demo, "admin", tmp_path)
-        cfg = json.loads(admin("config", "view", "--raw", "-o", "json"))
-        cfg["clusters"] = [
-            {**c, "cluster": {**c["cluster"], "server": f"https://127.0.0.1:{edge_port}/k8s/dev"}}
-            for c in cfg["clusters"]
-        ]
-        other = tmp_path / "other-edge.kubeconfig"
-        other.write_text(json.dumps(cfg))
-        via_other = Kubectl(admin.binary, other, tmp_path / "cache-other")
+        via_other = through_edge(as_user(demo, "admin", tmp_path), edge_port, tmp_path)
         refused = wait_for(
             lambda: (
                 (r := via_other.run("--context", "dev", "get", "ns", check=False)).stderr
