@@ -57,6 +57,14 @@ def user_kubectl(demo: RunningDemo, user: str, cluster: str, tmp_path: Path) -> 
     return Kubectl(kubectl_binary("1.33"), path, tmp_path / f"cache-{user}")
 
 
+def refusal(k: Kubectl, what: str, *args: str, saying: str = "") -> subprocess.CompletedProcess:
+    """Poll until kubectl `args` fails (with `saying` in its stderr); that failed run."""
+    return wait_for(
+        lambda: (r := k.run(*args, check=False)).returncode == 1 and saying in r.stderr and r,
+        what,
+    )
+
+
 def test_group_grant_lets_in_and_removal_cuts_watch_and_exec(
     demo: RunningDemo, namespace: str, tmp_path: Path
 ) -> None:
@@ -147,10 +155,7 @@ def test_browser_only_user_is_refused_on_the_cli(demo: RunningDemo, tmp_path: Pa
     assert bea.run("-n", "demo", "get", "pods").returncode == 0
     said = ok(demo, "kubectl", "browser-only", "--user", user, "--reason", "contractor")
     assert f"browser-only on for user {user}" in said
-    refused = wait_for(
-        lambda: (r := bea.run("-n", "demo", "get", "pods", check=False)).returncode == 1 and r,
-        "the browser-only switch to reach the edge",
-    )
+    refused = refusal(bea, "the browser-only switch to reach the edge", "-n", "demo", "get", "pods")
     assert "browser-only" in refused.stderr
     ok(demo, "kubectl", "browser-only", "--user", user, "--off")
     wait_for(
@@ -166,10 +171,7 @@ def test_session_required_user_is_refused_after_logout(demo: RunningDemo, tmp_pa
     ok(demo, "grant", "--user", user, "--role", "view", "--cluster", "dev")
     ok(demo, "kubectl", "console-session-required", "--user", user)
     sam = user_kubectl(demo, user, "dev", tmp_path)
-    refused = wait_for(
-        lambda: (r := sam.run("-n", "demo", "get", "pods", check=False)).returncode == 1 and r,
-        "the session requirement to reach the edge",
-    )
+    refused = refusal(sam, "the session requirement to reach the edge", "-n", "demo", "get", "pods")
     assert "console session is required" in refused.stderr
 
     conf = tmp_path / "kg" / "admin.conf"
@@ -182,10 +184,7 @@ def test_session_required_user_is_refused_after_logout(demo: RunningDemo, tmp_pa
         "kubectl to work while the console session lives",
     )
     ok(demo, "logout", config=conf)
-    after = wait_for(
-        lambda: (r := sam.run("-n", "demo", "get", "pods", check=False)).returncode == 1 and r,
-        "kubectl to stop working after logout",
-    )
+    after = refusal(sam, "kubectl to stop working after logout", "-n", "demo", "get", "pods")
     assert "console session" in after.stderr
 
 
@@ -196,10 +195,7 @@ def test_kubectl_disabled_for_a_cluster(demo: RunningDemo, tmp_path: Path) -> No
     kim = user_kubectl(demo, user, "prod", tmp_path)
     assert kim.run("-n", "demo", "get", "pods").returncode == 0
     ok(demo, "kubectl", "disable", "--user", user, "--reason", "maintenance")
-    refused = wait_for(
-        lambda: (r := kim.run("-n", "demo", "get", "pods", check=False)).returncode == 1 and r,
-        "kubectl disable to reach the edge",
-    )
+    refused = refusal(kim, "kubectl disable to reach the edge", "-n", "demo", "get", "pods")
     assert f"kubectl is disabled for user {user}" in refused.stderr
     ok(demo, "kubectl", "enable", "--user", user)
     wait_for(
@@ -286,6 +282,15 @@ def test_break_glass_request_approve_use_expire(demo: RunningDemo, tmp_path: Pat
         demo.thread.run(relay.stop())
 
 
+def edge_process(nats_port: int, pki: Path, port: int, *extra: str) -> subprocess.Popen:
+    """`kubegate edge` as an operator runs one more, against NATS on `nats_port`."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "ops.cli", "edge", "--nats", f"nats://127.0.0.1:{nats_port}",
+         "--pki", str(pki), "--port", str(port), "--log-level", "warning", *extra],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
 def through_edge(k: Kubectl, edge_port: int, tmp_path: Path) -> Kubectl:
     """The same user and cluster contexts, through another edge on `edge_port`."""
     cfg = json.loads(k("config", "view", "--raw", "-o", "json"))
@@ -308,13 +313,8 @@ def test_edge_cut_off_fails_closed_and_applies_revocations_before_serving_again(
     nats_host, _, nats_port = control.nats_url.removeprefix("nats://").rpartition(":")
     link = CuttableLink(nats_host, int(nats_port))
     link_port, edge_port = link.start(), free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ops.cli", "edge", "--nats", f"nats://127.0.0.1:{link_port}",
-         "--nats-creds", str(control.data_dir / "creds" / "edge.json"),
-         "--pki", str(control.data_dir / "pki"), "--port", str(edge_port),
-         "--staleness-bound", "2", "--log-level", "warning"],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    proc = edge_process(link_port, control.data_dir / "pki", edge_port, "--staleness-bound", "2",
+                        "--nats-creds", str(control.data_dir / "creds" / "edge.json"))  # fmt: skip
     try:
         ula = through_edge(user_kubectl(demo, user, "dev", tmp_path), edge_port, tmp_path)
         wait_for(
@@ -352,23 +352,13 @@ def test_edge_cut_off_fails_closed_and_applies_revocations_before_serving_again(
 def test_edge_started_while_nats_is_down_refuses_to_serve(demo: RunningDemo, tmp_path: Path):
     nats_port, edge_port = free_port(), free_port()
     pki = demo.demo.control.data_dir / "pki"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ops.cli", "edge", "--nats", f"nats://127.0.0.1:{nats_port}",
-         "--pki", str(pki), "--port", str(edge_port), "--log-level", "warning"],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    proc = edge_process(nats_port, pki, edge_port)
     server = None
     try:
         via_other = through_edge(as_user(demo, "admin", tmp_path), edge_port, tmp_path)
-        refused = wait_for(
-            lambda: (
-                (r := via_other.run("--context", "dev", "get", "ns", check=False)).stderr
-                and "ServiceUnavailable" in r.stderr
-                and r
-            ),
-            "the NATS-less edge to answer",
-        )
-        assert "cannot reach the event log" in refused.stderr
+        answer = refusal(via_other, "the NATS-less edge to answer", "--context", "dev", "get",
+                         "ns", saying="ServiceUnavailable")  # fmt: skip
+        assert "cannot reach the event log" in answer.stderr
         # NATS comes up (an empty log): the edge now serves from policy, which knows nobody.
         server = EmbeddedNats(data_dir=tmp_path / "nats", port=nats_port)
         server.start()
@@ -379,14 +369,8 @@ def test_edge_started_while_nats_is_down_refuses_to_serve(demo: RunningDemo, tmp
             await nc.close()
 
         asyncio.run(streams())
-        unknown = wait_for(
-            lambda: (
-                (r := via_other.run("--context", "dev", "get", "ns", check=False)).stderr
-                and "provide credentials" in r.stderr
-                and r
-            ),
-            "the edge to serve from its (empty) policy",
-        )
+        unknown = refusal(via_other, "the edge to serve from its (empty) policy", "--context",
+                          "dev", "get", "ns", saying="provide credentials")  # fmt: skip
         assert "not known to kubegate" in unknown.stderr
     finally:
         proc.terminate()
