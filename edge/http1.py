@@ -155,6 +155,12 @@ class Response:
         self._chunked = False
         self._upgraded = False
 
+    @property
+    def client_gone(self) -> asyncio.Event:
+        """Set once the client's connection has closed. A quiet watch writes nothing, so it
+        would never hit a write error: long responses wait on this instead."""
+        return self._conn._closed
+
     async def start(
         self, status: int, headers: Headers, *, content_length: int | None = None
     ) -> None:

@@ -219,6 +219,9 @@ class KubeProxy:
         bytes_in = bytes_out = 0
         try:
             status, bytes_in, bytes_out, ended_by = await self._proxy(req, resp, live, groups, path)
+        except ConnectionError:
+            ended_by = "client"
+            raise
         finally:
             self.live.remove(live)
             if live.cut_reason is not None:
@@ -271,11 +274,13 @@ class KubeProxy:
         live._on_cut.append(lambda: asyncio.ensure_future(stream.cancel(live.cut_reason or "")))
         if live.cut_reason is not None:  # cut between decision and open
             await stream.cancel(live.cut_reason)
+        gone = asyncio.ensure_future(_cancel_when_client_leaves(resp, stream))
         try:
             if upgrade:
                 return await self._tunnel(req, resp, live, stream)
             return await self._http(req, resp, live, stream, with_body)
         finally:
+            gone.cancel()
             with contextlib.suppress(Exception):
                 await stream.cancel("edge request finished")
 
@@ -312,6 +317,8 @@ class KubeProxy:
                 async for chunk in stream:
                     await resp.write(chunk)
             except berr.StreamError as exc:
+                if resp.client_gone.is_set():
+                    raise ConnectionResetError("the client left") from exc
                 ended_by = "revoked" if live.cut_reason else "error"
                 long_running = _long_running(live.attrs, req.query_string)
                 log.info(
@@ -367,7 +374,8 @@ class KubeProxy:
                     recorder.server(chunk)
                 await tunnel.write(chunk)
         except berr.StreamError:
-            ended_by = "revoked" if live.cut_reason else "error"
+            ended_by = "client" if resp.client_gone.is_set() else "error"
+            ended_by = "revoked" if live.cut_reason else ended_by
         except ConnectionError:
             ended_by = "client"
         finally:
@@ -514,6 +522,13 @@ async def _safe_iter(stream: ClientStream):
     with contextlib.suppress(berr.StreamError):
         async for chunk in stream:
             yield chunk
+
+
+async def _cancel_when_client_leaves(resp: Response, stream: ClientStream) -> None:
+    """Cancel the stream (and so the request at the relay) when the client disconnects,
+    even while the response is quiet and nothing is being written to notice it."""
+    await resp.client_gone.wait()
+    await stream.cancel("the client disconnected")
 
 
 async def _tunnel_up(

@@ -250,6 +250,16 @@ def test_watch_sees_changes_as_they_happen(demo, namespace: str, tmp_path: Path)
     finally:
         watch.terminate()
         watch.wait(10)
+    # the quiet watch's client left: the edge notices at once, cancels it at the relay
+    ended = wait_for(
+        lambda: demo.audit(
+            "SELECT ended_by FROM kubectl_events WHERE user = 'alice' AND verb = 'watch' "
+            "AND namespace = ? AND type = 'KubectlCompleted'",
+            [namespace],
+        ),
+        "the watch's completion in the audit store",
+    )
+    assert ended == [("client",)]
 
 
 def test_helm_install_upgrade_uninstall(demo, namespace: str, tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import ssl
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,9 +34,9 @@ FAST_TRANSPORT = TransportConfig(heartbeat_interval=0.2, dead_after=1.0)
 class SimRunner:
     """A Simulator on its own event loop thread (the relay under test runs on the test's loop)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, clock: Callable[[], datetime] | None = None) -> None:
         self.thread = LoopThread("relay-test-sim")
-        self.sim = Simulator(directory, bookmark_interval=0.5)
+        self.sim = Simulator(directory, bookmark_interval=0.5, clock=clock)
         self.thread.run(self.sim.start())
 
     @property

@@ -6,18 +6,20 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from domain.control import ControlPlane
 from edge import kubeconfig as kcfg
 from ops.controlplane import ControlPlaneService, Settings
 from relay.service import RelayService, RelaySettings
 from tests import tools
 from tests.relay.conftest import SimRunner
-from tests.support import Kubectl
+from tests.support import Kubectl, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -34,19 +36,11 @@ def _cmd(what: str) -> dict[str, str]:
     return {"actor": "test", "command_id": f"{what}-{uuid.uuid4().hex[:8]}"}
 
 
-async def test_kubectl_through_edge_and_relay(
-    control: ControlPlaneService, sim: SimRunner, tmp_path: Path
-) -> None:
-    try:
-        binary = tools.kubectl_133()
-    except tools.ToolUnavailableError as exc:
-        pytest.skip(str(exc))
-    cluster, user, ns = "e2e", "alice", f"team-{uuid.uuid4().hex[:6]}"
-    plane = control.control
-    assert plane is not None
+async def _seed(plane: ControlPlane, cluster: str, user: str, ns: str) -> str:
+    """`user` with edit on `ns` of `cluster`; returns the grant id."""
     await asyncio.to_thread(plane.register_user, user, **_cmd("user"))
     await asyncio.to_thread(plane.register_cluster, cluster, **_cmd("cluster"))
-    grant = "alice-edit"
+    grant = f"{user}-edit"
     await asyncio.to_thread(
         plane.issue_grant,
         grant,
@@ -57,6 +51,50 @@ async def test_kubectl_through_edge_and_relay(
         namespaces=[ns],
         **_cmd("grant"),
     )
+    return grant
+
+
+async def _kubectl_for(
+    control: ControlPlaneService, binary: Path, user: str, cluster: str, tmp_path: Path
+) -> Kubectl:
+    """A real kubectl with a kubegate kubeconfig for `user` (its certificate recorded)."""
+    plane = control.control
+    assert plane is not None and control.ca is not None
+    now = dt.datetime.now(dt.UTC)
+    issued = control.ca.issue_client(user, dt.timedelta(hours=1), now=now)
+    await asyncio.to_thread(
+        plane.issue_certificate,
+        issued.serial,
+        user=user,
+        not_before=issued.not_before,
+        not_after=issued.not_after,
+        fingerprint=issued.fingerprint,
+        clusters=[cluster],
+        **_cmd("cert"),
+    )
+    config = kcfg.build(
+        user=user,
+        edge_url=control.edge_url,
+        ca_pem=control.ca.cert_pem,
+        cert=issued,
+        clusters=[cluster],
+    )
+    path = tmp_path / f"{user}.kubeconfig"
+    path.write_text(kcfg.render(config))
+    return Kubectl(binary, path, tmp_path / f"cache-{user}")
+
+
+async def test_kubectl_through_edge_and_relay(
+    control: ControlPlaneService, sim: SimRunner, tmp_path: Path
+) -> None:
+    try:
+        binary = tools.kubectl_133()
+    except tools.ToolUnavailableError as exc:
+        pytest.skip(str(exc))
+    cluster, user, ns = "e2e", "alice", f"team-{uuid.uuid4().hex[:6]}"
+    plane = control.control
+    assert plane is not None
+    grant = await _seed(plane, cluster, user, ns)
     creds = (await control.relay_credentials(cluster)).save(tmp_path / "relay.json")
     admin = Kubectl(binary, Path(sim.kubeconfig), tmp_path / "admin-cache")
     await asyncio.to_thread(admin, "create", "namespace", ns)
@@ -71,28 +109,7 @@ async def test_kubectl_through_edge_and_relay(
     )
     await relay.start()
     try:
-        now = dt.datetime.now(dt.UTC)
-        issued = control.ca.issue_client(user, dt.timedelta(hours=1), now=now)
-        await asyncio.to_thread(
-            plane.issue_certificate,
-            issued.serial,
-            user=user,
-            not_before=issued.not_before,
-            not_after=issued.not_after,
-            fingerprint=issued.fingerprint,
-            clusters=[cluster],
-            **_cmd("cert"),
-        )
-        config = kcfg.build(
-            user=user,
-            edge_url=control.edge_url,
-            ca_pem=control.ca.cert_pem,
-            cert=issued,
-            clusters=[cluster],
-        )
-        path = tmp_path / "alice.kubeconfig"
-        path.write_text(kcfg.render(config))
-        kubectl = Kubectl(binary, path, tmp_path / "cache")
+        kubectl = await _kubectl_for(control, binary, user, cluster, tmp_path)
 
         pod = {
             "apiVersion": "v1",
@@ -126,3 +143,99 @@ async def test_kubectl_through_edge_and_relay(
         assert gone.returncode != 0 and "Forbidden" in gone.stderr
     finally:
         await relay.stop()
+
+
+class FastClock:
+    """A cluster's clock running `factor` times faster than the wall clock."""
+
+    def __init__(self, factor: float) -> None:
+        self.factor = factor
+        self.start = dt.datetime.now(dt.UTC)
+        self._t0 = time.monotonic()
+
+    def __call__(self) -> dt.datetime:
+        return self.start + dt.timedelta(seconds=(time.monotonic() - self._t0) * self.factor)
+
+
+async def test_watch_lives_through_minutes_of_cluster_time(
+    control: ControlPlaneService, tmp_path: Path
+) -> None:
+    """`kubectl get -w` held through twelve minutes of the cluster's time (a 60x clock for the
+    simulator and the relay): its JIT token expires and is renewed, idle sweeps run every
+    simulated minute, and the quiet watch is neither cut nor its account swept; closed, the
+    account goes idle and is swept as usual."""
+    try:
+        binary = tools.kubectl_133()
+    except tools.ToolUnavailableError as exc:
+        pytest.skip(str(exc))
+    clock = FastClock(60)
+    sim = SimRunner(tmp_path / "sim", clock=clock)
+    cluster, user, ns = "slow", "wanda", f"team-{uuid.uuid4().hex[:6]}"
+    plane = control.control
+    assert plane is not None
+    await _seed(plane, cluster, user, ns)
+    creds = (await control.relay_credentials(cluster)).save(tmp_path / "relay.json")
+    admin = Kubectl(binary, Path(sim.kubeconfig), tmp_path / "admin-cache")
+    await asyncio.to_thread(admin, "create", "namespace", ns)
+    relay = RelayService(
+        RelaySettings(
+            cluster=cluster,
+            nats_url=control.nats_url,
+            nats_creds=str(creds),
+            kubeconfig=sim.kubeconfig,
+            idle=dt.timedelta(minutes=1),
+            token_ttl=dt.timedelta(minutes=10),
+            sweep_interval=dt.timedelta(seconds=0.5),
+        ),
+        clock=clock,
+    )
+    await relay.start()
+    watch = None
+    try:
+        wanda = await _kubectl_for(control, binary, user, cluster, tmp_path)
+
+        def account_uid() -> str:
+            found = admin.run("-n", "kubegate-system", "get", "serviceaccounts", "-o", "json",
+                              check=False)  # fmt: skip
+            items = json.loads(found.stdout or "{}").get("items", [])
+            mine = [a for a in items if a["metadata"]["name"].startswith(f"kg-{user}-")]
+            return ",".join(a["metadata"]["uid"] for a in mine)
+
+        await asyncio.to_thread(wanda, "-n", ns, "create", "configmap", "first")
+        before = await asyncio.to_thread(account_uid)
+        assert before, "the first request provisions wanda's account"
+        watch = await asyncio.create_subprocess_exec(
+            str(binary), "-n", ns, "get", "configmaps", "-w", "--output-watch-events",
+            env=wanda.env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        seen: list[str] = []
+
+        async def read(stream: asyncio.StreamReader) -> None:
+            while line := await stream.readline():
+                seen.append(line.decode())
+
+        assert watch.stdout is not None
+        reader = asyncio.create_task(read(watch.stdout))
+        started = clock()
+        while clock() - started < dt.timedelta(minutes=12):
+            await asyncio.sleep(0.5)
+            assert watch.returncode is None, f"the watch ended: {seen}"
+        # a token issued before the wait has expired by now: this request needs a new one
+        await asyncio.to_thread(wanda, "-n", ns, "create", "configmap", "late")
+        await asyncio.to_thread(
+            wait_for, lambda: any("late" in line for line in seen), "the watch to see `late`"
+        )
+        assert watch.returncode is None
+        assert await asyncio.to_thread(account_uid) == before, "swept while its watch was open"
+        watch.terminate()
+        await asyncio.wait_for(watch.wait(), 10)
+        await reader
+        await asyncio.to_thread(
+            wait_for, lambda: account_uid() == "", "the idle account to be swept after the watch"
+        )
+    finally:
+        if watch is not None and watch.returncode is None:
+            watch.kill()
+            await watch.wait()
+        await relay.stop()
+        sim.close()
