@@ -197,9 +197,11 @@ def _credential(
     presented = caller.cert_not_before
     if presented is None:
         return _deny(401, "certificate-unknown", "client certificate has no validity period")
-    if user.revoked_at is not None and require_aware(presented, "cert_not_before") < (
-        user.revoked_at
-    ):
+    require_aware(presented, "cert_not_before")
+    # When kubegate issued it (the log's CertificateIssued), not the certificate's own
+    # not_before, which the CA backdates for clock skew: a kubeconfig downloaded right after
+    # a re-enable must work.
+    if user.revoked_at is not None and cert.issued_at < user.revoked_at:
         return _deny(
             401,
             "certificate-predates-revocation",

@@ -144,10 +144,12 @@ def session_ended(sid: str, u: str, t: float, reason: str = "logout") -> ev.Cons
 
 
 def cert(
-    serial: str, u: str, t: float = 0, nb: float | None = None, na: float = 60 * 24 * 30
+    serial: str, u: str, t: float | datetime = 0, nb: float | None = None, na: float = 60 * 24 * 30
 ) -> ev.CertificateIssued:
+    """Issued (recorded) at `t`; valid from `nb` (default: `t`)."""
+    start = at(nb) if nb is not None else (t if isinstance(t, datetime) else at(t))
     return ev.CertificateIssued(
-        **_env(t), serial=serial, user=u, not_before=at(t if nb is None else nb), not_after=at(na)
+        **_env(t), serial=serial, user=u, not_before=start, not_after=at(na)
     )
 
 

@@ -355,7 +355,7 @@ class Ref:
                 self.sessions[e.session_id]["ended"] = True
         elif name == "CertificateIssued":
             self.certs[e.serial] = {"user": e.user, "nb": e.not_before, "na": e.not_after,
-                                    "revoked": False}  # fmt: skip
+                                    "issued": e.time, "revoked": False}  # fmt: skip
         elif name == "CertificateRevoked" and e.serial in self.certs:
             self.certs[e.serial]["revoked"] = True
         elif name == "BreakGlassRequested" and e.request_id not in self.bg:
@@ -422,7 +422,7 @@ def reference(ref: Ref, c: Caller, cluster: str, a: RequestAttributes, now: date
             or cert["revoked"]
             or not cert["nb"] <= now < cert["na"]
             or c.cert_not_before is None
-            or (rev is not None and c.cert_not_before < rev)
+            or (rev is not None and cert["issued"] < rev)
         ):
             return {"allowed": False, "status": 401, "code": "credential"}
     else:

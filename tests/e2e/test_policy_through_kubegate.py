@@ -188,6 +188,28 @@ def test_session_required_user_is_refused_after_logout(demo: RunningDemo, tmp_pa
     assert "console session" in after.stderr
 
 
+def test_after_revocation_old_kubeconfigs_stay_dead_and_a_new_one_works(
+    demo: RunningDemo, tmp_path: Path
+) -> None:
+    user = uid("rex")
+    ok(demo, "user", "add", user)
+    ok(demo, "grant", "--user", user, "--role", "view", "--cluster", "dev")
+    (tmp_path / "old").mkdir()
+    (tmp_path / "new").mkdir()
+    old = user_kubectl(demo, user, "dev", tmp_path / "old")
+    assert old.run("-n", "demo", "get", "pods").returncode == 0
+    ok(demo, "revoke", "--user", user, "--reason", "laptop stolen")
+    ok(demo, "user", "enable", user)
+    refusal(old, "the old kubeconfig to be refused", "-n", "demo", "get", "pods",
+            saying="issued before access was revoked")  # fmt: skip
+    fresh = user_kubectl(demo, user, "dev", tmp_path / "new")  # at once: no clock-skew wait
+    wait_for(
+        lambda: fresh.run("-n", "demo", "get", "pods", check=False).returncode == 0,
+        "the new kubeconfig to work",
+        deadline=5,
+    )
+
+
 def test_kubectl_disabled_for_a_cluster(demo: RunningDemo, tmp_path: Path) -> None:
     user = uid("kim")
     ok(demo, "user", "add", user)
