@@ -3,6 +3,7 @@ relay each, seeded users; running on its own loop thread while tests drive real 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -77,4 +78,16 @@ def popen(kubectl: Kubectl, *args: str) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+    )
+
+
+def pod_manifest(name: str, namespace: str, annotations: dict | None = None) -> str:
+    """A busybox pod (the simulator runs it) as JSON for `kubectl apply -f -`."""
+    return json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace, "annotations": annotations or {}},
+            "spec": {"containers": [{"name": "main", "image": "busybox"}]},
+        }
     )

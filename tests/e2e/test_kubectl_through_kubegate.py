@@ -24,22 +24,12 @@ from tests.e2e.conftest import (
     RunningDemo,
     as_user,
     cluster_admin,
+    pod_manifest,
     popen,
 )
 from tests.support import Kubectl, wait_for
 
 pytestmark = pytest.mark.e2e
-
-
-def _pod(name: str, namespace: str, annotations: dict | None = None) -> str:
-    return json.dumps(
-        {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": name, "namespace": namespace, "annotations": annotations or {}},
-            "spec": {"containers": [{"name": "main", "image": "busybox"}]},
-        }
-    )
 
 
 @pytest.mark.parametrize("version", KUBECTL_VERSIONS)
@@ -133,7 +123,7 @@ def test_foreign_and_expired_certificates_are_refused(
 @pytest.mark.parametrize("version", KUBECTL_VERSIONS)
 def test_exec_with_stdin_and_exit_codes(demo, namespace, tmp_path: Path, version) -> None:
     alice = as_user(demo, "alice", tmp_path, version)
-    alice("--context", "dev", "apply", "-f", "-", stdin=_pod("box", namespace))
+    alice("--context", "dev", "apply", "-f", "-", stdin=pod_manifest("box", namespace))
     alice("--context", "dev", "-n", namespace, "wait", "--for=condition=Ready", "pod/box",
           "--timeout=30s")  # fmt: skip
     ran = alice.run("--context", "dev", "-n", namespace, "exec", "box", "--", "sh", "-c",
@@ -165,7 +155,7 @@ def test_exec_with_stdin_and_exit_codes(demo, namespace, tmp_path: Path, version
 
 def test_cp_both_ways(demo: RunningDemo, namespace: str, tmp_path: Path) -> None:
     alice = as_user(demo, "alice", tmp_path)
-    alice("--context", "dev", "apply", "-f", "-", stdin=_pod("files", namespace))
+    alice("--context", "dev", "apply", "-f", "-", stdin=pod_manifest("files", namespace))
     alice("--context", "dev", "-n", namespace, "wait", "--for=condition=Ready", "pod/files",
           "--timeout=30s")  # fmt: skip
     src = tmp_path / "up.bin"
@@ -214,7 +204,7 @@ def test_port_forward_carries_bytes_both_ways(demo, namespace, tmp_path: Path) -
     threading.Thread(target=serve, daemon=True).start()
     alice = as_user(demo, "alice", tmp_path)
     annotations = {"sim.kubegate.io/port-forward": f"7000=127.0.0.1:{port}"}
-    alice("--context", "dev", "apply", "-f", "-", stdin=_pod("fwd", namespace, annotations))
+    alice("--context", "dev", "apply", "-f", "-", stdin=pod_manifest("fwd", namespace, annotations))
     alice("--context", "dev", "-n", namespace, "wait", "--for=condition=Ready", "pod/fwd",
           "--timeout=30s")  # fmt: skip
     forward = popen(alice, "--context", "dev", "-n", namespace, "port-forward", "pod/fwd", ":7000")

@@ -7,11 +7,14 @@ Deadlines here guard against hangs; how fast revocation is lives in `kubegate be
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import pty
+import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -21,7 +24,14 @@ import pytest
 
 from broker.server import EmbeddedNats, free_port
 from broker.streams import ensure_streams
-from tests.e2e.conftest import RunningDemo, as_user, cluster_admin, kubectl_binary, popen
+from tests.e2e.conftest import (
+    RunningDemo,
+    as_user,
+    cluster_admin,
+    kubectl_binary,
+    pod_manifest,
+    popen,
+)
 from tests.support import CuttableLink, Kubectl, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -113,6 +123,65 @@ def test_group_grant_lets_in_and_removal_cuts_watch_and_exec(
         "the cut streams in the audit store",
     )
     assert {(v, s) for v, s, _ in ended} == {("watch", ""), ("create", "exec")}
+
+
+def test_revocation_ends_logs_follow_and_port_forward(
+    demo: RunningDemo, namespace: str, tmp_path: Path
+) -> None:
+    echo = socket.socket()
+    echo.bind(("127.0.0.1", 0))
+    echo.listen()
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = echo.accept()
+                with conn:
+                    while data := conn.recv(65536):
+                        conn.sendall(data)
+
+    threading.Thread(target=serve, daemon=True).start()
+    user = uid("pia")
+    ok(demo, "user", "add", user)
+    ok(demo, "grant", "--user", user, "--role", "edit", "--cluster", "dev",
+       "--namespace", namespace)  # fmt: skip
+    pia = user_kubectl(demo, user, "dev", tmp_path)
+    forward_to = {"sim.kubegate.io/port-forward": f"7000=127.0.0.1:{echo.getsockname()[1]}"}
+    pia("apply", "-f", "-", stdin=pod_manifest("talker", namespace, forward_to))
+    pia("-n", namespace, "wait", "--for=condition=Ready", "pod/talker", "--timeout=30s")
+    logs = popen(pia, "-n", namespace, "logs", "-f", "talker")
+    forward = popen(pia, "-n", namespace, "port-forward", "pod/talker", ":7000")
+    try:
+        assert logs.stdout is not None and logs.stdout.readline()
+        assert forward.stdout is not None
+        local = int(forward.stdout.readline().split("->")[0].rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", local), timeout=20) as conn:
+            conn.sendall(b"ping")
+            assert conn.recv(100) == b"ping"
+            ok(demo, "revoke", "--user", user, "--reason", "offboarding")
+            for proc, what in ((logs, "logs -f"), (forward, "port-forward")):
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    pytest.fail(f"revocation did not end {what}")
+            conn.settimeout(20)
+            with contextlib.suppress(ConnectionError):
+                assert conn.recv(100) == b"", "the forwarded connection outlived the revocation"
+    finally:
+        for proc in (logs, forward):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        echo.close()
+    ended = wait_for(
+        lambda: demo.audit(
+            "SELECT DISTINCT subresource FROM kubectl_events WHERE user = ? AND "
+            "type = 'KubectlCompleted' AND ended_by = 'revoked'",
+            [user],
+        ),
+        "the cut streams in the audit store",
+    )
+    assert {s for (s,) in ended} >= {"log", "portforward"}
 
 
 def test_time_bound_grant_expires_mid_watch(demo, namespace: str, tmp_path: Path) -> None:
