@@ -1,10 +1,12 @@
 """`kubegate bench revocation`: from one published revocation to every edge and relay cutting.
 
-Starts an embedded NATS, one simulated API server, N relays (cluster `c<i>` each, all in this
-process, all backed by that API server with a namespace of their own) and M edges. A user holds
-an open watch on every relay's cluster, spread over the edges. Then one `UserAccessRevoked`
-event is published and, for every edge and every relay, the time from the publish to the moment
-it had applied the event and cut that user's streams is recorded:
+Starts an embedded NATS, one simulated API server and M edges in this process, and N relays
+(cluster `c<i>` each, backed by that API server with a namespace of their own) spread over W
+worker processes, as relays are separate processes in real clusters (on this 2-core machine,
+each worker still hosts N/W of them). A user holds an open watch on every relay's cluster,
+spread over the edges. Then one `UserAccessRevoked` event is published and, for every edge and
+every relay, the time from the publish to the moment it had applied the event and cut that
+user's streams is recorded (CLOCK_MONOTONIC, which all processes on the host share):
 
 - an edge: when its policy listener has re-judged its live requests (cuts are synchronous);
 - a relay: when `abort_user` for that user has returned.
@@ -18,6 +20,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import json
 import os
 import ssl
 import statistics
@@ -57,7 +60,6 @@ def _percentile(values: list[float], q: float) -> float:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     from ops.sim.simulator import Simulator
-    from relay.service import RelayService, RelaySettings
 
     n, m = args.relays, args.edges
     with tempfile.TemporaryDirectory(prefix="kubegate-bench-") as tmp:
@@ -101,18 +103,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         sim = Simulator(base / "sim", name="bench")
         await sim.start()
         edges: list[EdgeService] = []
-        relays: list[Any] = []
         cut_at: dict[str, float] = {}
         all_cut = asyncio.Event()
         published = 0.0
 
         def record(name: str) -> None:
             if published and name not in cut_at:
-                cut_at[name] = time.perf_counter()
-                if len(cut_at) >= n + m:
+                cut_at[name] = time.monotonic()
+                if len(cut_at) >= m:
                     all_cut.set()
 
         sessions: list[aiohttp.ClientSession] = []
+        workers_procs: list[asyncio.subprocess.Process] = []
         try:
             progress(f"starting {m} edges")
             for i in range(m):
@@ -135,30 +137,22 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 edge.policy.on_change(edge_cut)
                 edges.append(edge)
 
-            progress(f"starting {n} relays (one process, one API server)")
-            for i, cluster in enumerate(clusters):
-                relay = RelayService(
-                    RelaySettings(
-                        cluster=cluster,
-                        nats_url=server.url,
-                        kubeconfig=str(sim.kubeconfig_path),
-                        namespace=f"kg-{i}",
-                        drain_s=0.0,
-                    ),
-                    nc=nc,
-                    registry=CollectorRegistry(),
-                )
-                await relay.start()
-                original = relay.server.abort_user
-
-                async def timed(user: str, reason: str, *, _orig=original, _n=f"relay-{cluster}"):
-                    count = await _orig(user, reason)
-                    if user == USER:
-                        record(_n)
-                    return count
-
-                relay.server.abort_user = timed
-                relays.append(relay)
+            workers = max(1, min(args.workers, n))
+            progress(f"starting {n} relays in {workers} worker processes (one API server)")
+            for w in range(workers):
+                mine = clusters[w::workers]
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "ops.bench_revocation", "--worker",
+                    "--nats", server.url, "--kubeconfig", str(sim.kubeconfig_path),
+                    "--clusters", ",".join(mine), "--first-index", str(w),
+                    stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                )  # fmt: skip
+                workers_procs.append(proc)
+            for proc in workers_procs:
+                assert proc.stdout is not None
+                line = await asyncio.wait_for(proc.stdout.readline(), 300)
+                if line.strip() != b"ready":
+                    raise RuntimeError(f"a relay worker did not start: {line!r}")
 
             progress(f"opening {n} watches for {USER}, spread over the edges")
             ended = 0
@@ -192,15 +186,21 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             live = sum(len(e.proxy.live) for e in edges)
             progress(f"{live} live requests on the edges; publishing one revocation")
 
-            published = time.perf_counter()
+            published = time.monotonic()
             await store.append(_event(events.UserAccessRevoked, user=USER, reason="bench"))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(all_cut.wait(), 60)
+            for proc in workers_procs:  # each reports once all its relays have cut, or gave up
+                assert proc.stdout is not None
+                with contextlib.suppress(TimeoutError, ValueError):
+                    line = await asyncio.wait_for(proc.stdout.readline(), 60)
+                    cut_at.update(json.loads(line))
             await asyncio.sleep(0.5)
             waits = [(t - published) * 1000.0 for t in cut_at.values()]
             result: dict[str, Any] = {
                 "relays": n,
                 "edges": m,
+                "relay_workers": workers,
                 "streams": n,
                 "applied": len(cut_at),
                 "p50_ms": round(statistics.median(waits), 2) if waits else None,
@@ -221,9 +221,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             for s in sessions:
                 with contextlib.suppress(Exception):
                     await s.close()
-            for relay in relays:
+            for proc in workers_procs:
                 with contextlib.suppress(Exception):
-                    await relay.stop()
+                    assert proc.stdin is not None
+                    proc.stdin.close()
+                    await asyncio.wait_for(proc.wait(), 30)
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
             for edge in edges:
                 with contextlib.suppress(Exception):
                     await edge.stop()
@@ -233,7 +238,67 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.to_thread(server.stop)
 
 
+async def worker(args: argparse.Namespace) -> None:
+    """A relay worker process: start one relay per cluster, say `ready`, then print the
+    CLOCK_MONOTONIC instant each relay cut the user's streams (JSON, one line) once all have
+    (or 60 s passed); stop when stdin closes."""
+    from relay.service import RelayService, RelaySettings
+
+    clusters = args.clusters.split(",")
+    nc = await connect(args.nats, name=f"bench-relays-{args.first_index}")
+    cut_at: dict[str, float] = {}
+    all_cut = asyncio.Event()
+    relays: list[Any] = []
+    try:
+        for cluster in clusters:
+            relay = RelayService(
+                RelaySettings(
+                    cluster=cluster,
+                    nats_url=args.nats,
+                    kubeconfig=args.kubeconfig,
+                    namespace=f"kg-{cluster}",
+                    drain_s=0.0,
+                ),
+                nc=nc,
+                registry=CollectorRegistry(),
+            )
+            await relay.start()
+            original = relay.server.abort_user
+
+            async def timed(user: str, reason: str, *, _orig=original, _n=f"relay-{cluster}"):
+                count = await _orig(user, reason)
+                if user == USER and _n not in cut_at:
+                    cut_at[_n] = time.monotonic()
+                    if len(cut_at) >= len(clusters):
+                        all_cut.set()
+                return count
+
+            relay.server.abort_user = timed
+            relays.append(relay)
+        print("ready", flush=True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(all_cut.wait(), 300)
+        print(json.dumps(cut_at), flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    finally:
+        for relay in relays:
+            with contextlib.suppress(Exception):
+                await relay.stop()
+        await nc.close()
+
+
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("revocation", help="revocation latency across M edges and N relays")
     p.add_argument("--relays", type=int, default=200)
     p.add_argument("--edges", type=int, default=4)
+    p.add_argument("--workers", type=int, default=4, help="relay worker processes")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="relay worker of `kubegate bench revocation`")
+    parser.add_argument("--worker", action="store_true", required=True)
+    parser.add_argument("--nats", required=True)
+    parser.add_argument("--kubeconfig", required=True)
+    parser.add_argument("--clusters", required=True)
+    parser.add_argument("--first-index", type=int, default=0)
+    asyncio.run(worker(parser.parse_args()))

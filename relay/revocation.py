@@ -22,6 +22,9 @@ from relay.plans import Planner
 
 log = logging.getLogger("kubegate.relay.revocation")
 
+RECONCILE_AFTER_S = 0.02
+"""Pause between cutting streams and fixing the cluster's RBAC (see `apply`)."""
+
 
 class StreamCutter(Protocol):
     """What the watcher needs from the transport (a `RelayServer`)."""
@@ -102,6 +105,10 @@ class AccessWatcher:
             if cut:
                 self.m.aborted_streams.inc(cut)
                 log.info("live streams cut", extra={"user": user, "streams": cut})
+        if affected:
+            # Cuts are the urgent part: let other relays sharing this process cut theirs too
+            # before this one spends time on API calls (the edge already refuses the user).
+            await asyncio.sleep(RECONCILE_AFTER_S)
         try:
             removed = await self.accounts.reconcile_users(users)
         except RelayError as exc:
