@@ -29,3 +29,15 @@ def test_bench_log_prints_every_figure() -> None:
     assert figures["rebuild_events"] == 3000
     assert figures["rebuild_s"] > 0
     assert "[bench] rebuilding the policy projection" in out.stderr
+
+
+def test_bench_revocation_counts_every_edge_and_relay_worker() -> None:
+    out = kubegate(
+        "bench", "revocation", "--relays", "4", "--edges", "2", "--workers", "2", "--json",
+        timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    figures = json.loads(out.stdout)
+    assert figures["applied"] == 6  # 4 relays in 2 worker processes + 2 edges
+    assert figures["client_streams_ended"] == 4
+    assert 0 < figures["p50_ms"] <= figures["p99_ms"] <= figures["max_ms"]
