@@ -8,7 +8,7 @@ upcast step by step by the functions in `UPCASTERS` before decoding.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Union
 
 import msgspec
 
@@ -62,8 +62,23 @@ def current_schema(event_type: str) -> int:
     return _SCHEMAS[event_type]
 
 
+_any_decoder = msgspec.json.Decoder(Union[tuple(events.CATALOG.values())])  # noqa: UP007
+"""One pass for the common case: a known type at this build's schema version."""
+
+
 def decode(data: bytes) -> events.Event | UnknownEvent:
     """Decode one event. Raises `MalformedEventError` for bytes that are not an event at all."""
+    try:
+        event = _any_decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        pass  # unknown type, older schema, or malformed: the careful path says which
+    else:
+        if event.schema == _SCHEMAS[type(event).__name__]:
+            return event
+    return _decode_carefully(data)
+
+
+def _decode_carefully(data: bytes) -> events.Event | UnknownEvent:
     try:
         env = _envelope_decoder.decode(data)
     except msgspec.DecodeError as exc:
