@@ -22,9 +22,9 @@ FRAME_OVERHEAD = 1024
 
 @dataclass(frozen=True)
 class TransportConfig:
-    chunk_size: int = 64 * 1024
+    chunk_size: int = 256 * 1024
     """Largest data chunk per frame; big writes are split."""
-    window: int = 512 * 1024
+    window: int = 1024 * 1024
     """Bytes a receiver lets the sender have in flight per stream and direction (its buffer)."""
     max_frame_bytes: int = frames.MAX_FRAME_BYTES
     """Frames longer than this are rejected unparsed; must stay below NATS max_payload."""

@@ -87,8 +87,15 @@ class _ByteBuffer:
     def at_eof(self) -> bool:
         return self._eof and not self._chunks
 
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes received and not yet read (never much more than the limit)."""
+        return self._size
+
     async def read(self) -> bytes:
-        """Next chunk, or b"" at end of stream. Raises the connection's error, if any."""
+        """Everything buffered so far (waiting for at least one byte), or b"" at end of stream.
+        Raises the connection's error, if any. Taking all that queued up while the consumer
+        was busy lets a bulk stream travel in few large pieces and a trickle without delay."""
         while not self._chunks:
             if self._error is not None:
                 raise self._error
@@ -99,7 +106,11 @@ class _ByteBuffer:
                 await self._waiter
             finally:
                 self._waiter = None
-        chunk = self._chunks.popleft()
+        if len(self._chunks) == 1:
+            chunk = self._chunks.popleft()
+        else:
+            chunk = b"".join(self._chunks)
+            self._chunks.clear()
         self._size -= len(chunk)
         if self._size <= self._limit // 2:
             self._conn.resume_reading(self)

@@ -398,6 +398,8 @@ class ProjectionRunner:
     `model` implements `apply(record)` or `apply_batch(records)` (preferred when present).
     `start_after` maps a stream to the last sequence the model already holds (from its own
     persisted position); records at or below it are never handed over again.
+    `linger_s` (once caught up) waits that long after records arrive before applying them, so a
+    model with a high fixed cost per batch writes a trickle as few batches, not one per record.
     """
 
     def __init__(
@@ -411,6 +413,7 @@ class ProjectionRunner:
         start_after: Mapping[str, int] | None = None,
         filter_subjects: Mapping[str, Sequence[str]] | None = None,
         batch_size: int = 1000,
+        linger_s: float = 0.0,
         heartbeat_s: float = 1.0,
         pull_expires_s: float = 30.0,
         inactive_threshold_s: float = 60.0,
@@ -431,6 +434,7 @@ class ProjectionRunner:
         self.model = model
         self.name = name
         self.batch_size = batch_size
+        self.linger_s = linger_s
         self.heartbeat_s = heartbeat_s
         self.inactive_threshold_s = inactive_threshold_s
         self.max_backoff_s = max_backoff_s
@@ -596,6 +600,8 @@ class ProjectionRunner:
         followers = list(self._followers.values())
         while True:
             await self._wake.wait()
+            if self._lingering(followers):
+                await asyncio.sleep(self.linger_s)  # let a trickle gather into one batch
             self._wake.clear()
             progress = True
             while progress:
@@ -610,6 +616,16 @@ class ProjectionRunner:
                     progress = True
                     if follower.pull_deferred and follower.room():
                         await follower.pull()
+                if progress and self._lingering(followers):
+                    if any(f.ready for f in followers):
+                        self._wake.set()  # what came in meanwhile: after the next linger
+                    break
+
+    def _lingering(self, followers: list[_Follower]) -> bool:
+        """Whether to wait `linger_s` before the next batch (a trickle, once caught up)."""
+        if self.linger_s <= 0 or not self.caught_up:
+            return False
+        return all(sum(map(len, f.ready)) < self.batch_size for f in followers)
 
     async def _apply_raws(self, follower: _Follower, raws: list[_Raw]) -> None:
         stream = follower.stream

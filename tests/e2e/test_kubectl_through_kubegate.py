@@ -48,14 +48,16 @@ def test_get_apply_delete_as_alice(demo: RunningDemo, namespace: str, tmp_path: 
     gone = alice.run("--context", "dev", "-n", namespace, "get", "cm", "app", check=False)
     assert gone.returncode == 1 and 'configmaps "app" not found' in gone.stderr
 
-    rows = wait_for(
-        lambda: demo.audit(
+    def alices_requests() -> list:
+        rows = demo.audit(
             "SELECT verb, resource, name, status FROM kubectl_events WHERE type = "
             "'KubectlCompleted' AND user = 'alice' AND namespace = ? ORDER BY seq",
             [namespace],
-        ),
-        "alice's requests in the audit store",
-    )
+        )
+        # the audit store is eventually consistent: wait for the last request's row
+        return rows if ["get", "configmaps", "app", 404] in [list(r) for r in rows] else []
+
+    rows = wait_for(alices_requests, "alice's requests in the audit store")
     verbs = [(v, r, n, s) for v, r, n, s in rows]
     assert ("create", "configmaps", "", 201) in verbs
     assert ("delete", "configmaps", "app", 200) in verbs
@@ -78,13 +80,14 @@ def test_denied_request_is_a_status_and_an_audit_event(demo: RunningDemo, tmp_pa
     assert impersonating.returncode == 1
     assert "no grant allows bob to delete" in impersonating.stderr
     assert "web" in bob("--context", "prod", "-n", "demo", "get", "deployments")
-    rows = wait_for(
-        lambda: demo.audit(
-            "SELECT decision, status, reason FROM kubectl_events WHERE user = 'bob' "
-            "AND verb = 'delete' AND type = 'KubectlCompleted'"
-        ),
-        "bob's denials in the audit store",
-    )
+
+    def bobs_denials() -> list:
+        sql = ("SELECT decision, status, reason FROM kubectl_events WHERE user = 'bob' "
+               "AND verb = 'delete' AND type = 'KubectlCompleted'")  # fmt: skip
+        rows = demo.audit(sql)
+        return rows if len(rows) >= 2 else []
+
+    rows = wait_for(bobs_denials, "bob's denials in the audit store")
     assert len(rows) == 2
     assert all(r[0] == "deny" and r[1] == 403 and "no grant allows bob" in r[2] for r in rows)
 
@@ -142,14 +145,19 @@ def test_exec_with_stdin_and_exit_codes(demo, namespace, tmp_path: Path, version
     )
     request_id, recording = rows[0]
     assert recording == f"kg.act.recording.{request_id}"
-    chunks = wait_for(
-        lambda: demo.audit(
+
+    def recorded_stdout() -> bytes:
+        chunks = demo.audit(
             "SELECT channel, data FROM recording_events WHERE request_id = ? ORDER BY seq",
             [request_id],
-        ),
+        )
+        return b"".join(bytes(d) for c, d in chunks if c == 1)
+
+    # eventually consistent: the recording may land over several audit batches
+    stdout = wait_for(
+        lambda: recorded_stdout() in (b"hi\n", b"100000\n") and recorded_stdout(),
         "the session recording",
     )
-    stdout = b"".join(bytes(d) for c, d in chunks if c == 1)
     assert stdout in (b"hi\n", b"100000\n")
 
 

@@ -74,6 +74,41 @@ async def test_chunks_are_flushed_as_written(pki: Pki) -> None:
         await server.stop()
 
 
+async def test_a_read_takes_everything_buffered_in_one_piece(pki: Pki) -> None:
+    requests: list[Request] = []
+    release = asyncio.Event()
+    reads: list[bytes] = []
+
+    async def handler(req: Request, resp: Response) -> None:
+        requests.append(req)
+        await release.wait()
+        async for chunk in req.body:
+            reads.append(chunk)
+        await resp.send(200, b"{}")
+
+    async def buffered(n: int) -> None:
+        async with asyncio.timeout(10):
+            while not requests or requests[0].body.buffered_bytes < n:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+
+    server = Http1Server(handler, ssl_context=pki.server_context())
+    port = await server.start()
+    try:
+        head = b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 30000\r\n\r\n"
+        reader, writer = await _raw(port, pki.client_context(), head)
+        for i, piece in enumerate((b"a" * 10_000, b"b" * 10_000, b"c" * 10_000)):
+            writer.write(piece)
+            await writer.drain()
+            await buffered(10_000 * (i + 1))  # each piece arrives on its own
+        release.set()
+        async with asyncio.timeout(10):
+            assert (await reader.readline()).startswith(b"HTTP/1.1 200")
+        assert reads == [b"a" * 10_000 + b"b" * 10_000 + b"c" * 10_000]
+        writer.close()
+    finally:
+        await server.stop()
+
+
 async def test_upgrade_carries_raw_bytes_both_ways(pki: Pki) -> None:
     async def handler(req: Request, resp: Response) -> None:
         assert req.upgrade

@@ -277,3 +277,29 @@ async def test_a_position_past_the_end_of_the_log_stops_the_runner(evlog) -> Non
     assert (failed.value.position, failed.value.last_seq) == (9, 4)
     assert not runner.caught_up and isinstance(runner.failed, LogPositionError)
     await runner.stop()
+
+
+class Batches(Collect):
+    """A batch model that remembers the size of every batch it was handed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[int] = []
+
+    def apply_batch(self, records: list[LogRecord]) -> None:
+        self.sizes.append(len(records))
+        self.records.extend(records)
+
+
+async def test_linger_gathers_a_trickle_into_few_batches_in_order(evlog) -> None:
+    model = Batches()
+    async with ProjectionRunner(
+        evlog.nc, model, name="l", registry=CollectorRegistry(), linger_s=1.0
+    ) as runner:
+        async with asyncio.timeout(20):
+            await runner.wait_caught_up()
+        for i in range(20):  # one acknowledged append at a time: a trickle
+            await publish(evlog.js, users("trickle", 1, start=i))
+        await eventually(lambda: len(model.records) == 20, lambda: f"{model.seqs()}")
+        assert model.seqs() == list(range(1, 21))
+        assert len(model.sizes) < 20, model.sizes
