@@ -9,7 +9,8 @@ every relay, the time from the publish to the moment it had applied the event an
 user's streams is recorded (CLOCK_MONOTONIC, which all processes on the host share):
 
 - an edge: when its policy listener has re-judged its live requests (cuts are synchronous);
-- a relay: when `abort_user` for that user has returned.
+- a relay: when `abort_user` for that user has returned, or, when the edge's cancel reached
+  the relay first and nothing was left to cut, when it began applying the event.
 
 Prints p50/p99/max in milliseconds, and how many watches the clients saw end.
 """
@@ -265,15 +266,26 @@ async def worker(args: argparse.Namespace) -> None:
             await relay.start()
             original = relay.server.abort_user
 
-            async def timed(user: str, reason: str, *, _orig=original, _n=f"relay-{cluster}"):
-                count = await _orig(user, reason)
-                if user == USER and _n not in cut_at:
-                    cut_at[_n] = time.monotonic()
+            def mark(name: str) -> None:
+                if name not in cut_at:
+                    cut_at[name] = time.monotonic()
                     if len(cut_at) >= len(clusters):
                         all_cut.set()
+
+            async def timed(user: str, reason: str, *, _orig=original, _n=f"relay-{cluster}"):
+                count = await _orig(user, reason)
+                if user == USER:
+                    mark(_n)
                 return count
 
+            async def applying(users, *, _orig=relay.watcher.apply, _n=f"relay-{cluster}",
+                               _server=relay.server):  # fmt: skip
+                if (users is None or USER in users) and not _server.live_streams(USER):
+                    mark(_n)  # the edge's cancel got here first: nothing is left to cut
+                return await _orig(users)
+
             relay.server.abort_user = timed
+            relay.watcher.apply = applying
             relays.append(relay)
         print("ready", flush=True)
         with contextlib.suppress(TimeoutError):
