@@ -59,12 +59,17 @@ class RelayAgent:
         accounts: JitAccounts,
         metrics: RelayMetrics,
         not_ready: Callable[[], str | None],
+        tunnel_read_bytes: int = 256 * 1024,
     ) -> None:
+        """`tunnel_read_bytes`: the most one read from an upgraded connection takes; matching
+        the transport's chunk size lets bulk downstream bytes (port-forward, `cp` from a pod)
+        travel in full frames, while a trickle still goes as it comes."""
         self.cluster = cluster
         self.upstream = upstream
         self.accounts = accounts
         self.m = metrics
         self.not_ready = not_ready
+        self.tunnel_read_bytes = tunnel_read_bytes
         self.in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -210,7 +215,7 @@ class RelayAgent:
         try:
             while True:
                 try:
-                    data = await conn.read(65536)
+                    data = await conn.read(self.tunnel_read_bytes)
                 except (OSError, ConnectionError) as exc:
                     await stream.fail(frames.ErrorCode.UPSTREAM, f"tunnel broke: {exc}")
                     return
