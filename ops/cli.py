@@ -6,7 +6,7 @@ import argparse
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
-from ops import cli_admin, cli_bench, cli_relay, cli_up
+from ops import cli_admin, cli_bench, cli_relay, cli_up, runtime
 from ops.sim import cli as sim_cli
 
 
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    runtime.tune_gc()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -398,7 +398,10 @@ class PolicyState:
             expires_at=_opt_utc(e.expires_at),
         )
         self.grants[e.grant_id] = record
-        bucket = self._live.setdefault(record.subject, _SubjectGrants())
+        subject = (e.subject_kind, e.subject)
+        bucket = self._live.get(subject)
+        if bucket is None:  # not setdefault: that builds a throwaway bucket per grant
+            bucket = self._live[subject] = _SubjectGrants()
         bucket.all[record.grant_id] = record
         for name in record.cluster_names:
             bucket.by_cluster.setdefault(name, {})[record.grant_id] = record
@@ -550,13 +553,23 @@ class PolicyState:
     # --- deadlines ------------------------------------------------------------------------
 
     def _set_deadlines(self, key: tuple[str, str], *instants: datetime | None) -> None:
-        for instant in self._deadlines.pop(key, ()):
-            self._timeline.discard((instant, key))
-        kept = tuple(sorted({i for i in instants if i is not None}))
-        if kept:
-            self._deadlines[key] = kept
-            for instant in kept:
-                self._timeline.add((instant, key))
+        old = self._deadlines.pop(key, None)
+        if old is not None:
+            for instant in old:
+                self._timeline.discard((instant, key))
+        # sorted and deduplicated by comparison: hashing aware datetimes is the slow part of
+        # a set, and this runs for most events of a rebuild
+        ordered = sorted([i for i in instants if i is not None])
+        if not ordered:
+            return
+        kept = [ordered[0]]
+        for instant in ordered[1:]:
+            if instant != kept[-1]:
+                kept.append(instant)
+        self._deadlines[key] = tuple(kept)
+        add = self._timeline.add
+        for instant in kept:
+            add((instant, key))
 
     def next_deadline(self, now: datetime) -> datetime | None:
         """The first instant after `now` at which a decision may change with no new event:

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from domain import codec
+from domain import events as ev
 from domain.policy.errors import NaiveTimeError
 from domain.policy.state import PolicyState
 from tests.domain import builders as b
@@ -167,3 +168,19 @@ def test_next_deadline_follows_changes() -> None:
 def test_next_deadline_refuses_naive_now() -> None:
     with pytest.raises(NaiveTimeError):
         PolicyState().next_deadline(datetime(2026, 1, 1))
+
+
+def test_shrinks_access_of_is_decided_per_event_type() -> None:
+    from datetime import UTC, datetime
+
+    from projections.policy import shrinks_access_of
+
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    common = {"time": now, "actor": "admin"}
+    revoked = ev.UserAccessRevoked(id="a", user="alice", reason="r", **common)
+    again = ev.UserAccessRevoked(id="b", user="bob", reason="r", **common)
+    assert shrinks_access_of(revoked) == frozenset({"alice"})
+    assert shrinks_access_of(again) == frozenset({"bob"})
+    assert shrinks_access_of(ev.GroupCreated(id="c", group="g", **common)) is False
+    assert shrinks_access_of(ev.GrantRevoked(id="d", grant_id="x", **common)) is None
+    assert shrinks_access_of(object()) is False

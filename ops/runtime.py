@@ -1,0 +1,21 @@
+"""Process-wide runtime settings every `kubegate` process starts with.
+
+Garbage collection: each process holds a large, long-lived read model (the policy state of an
+edge or relay, the audit runner's batches) that grows by a few objects per event. With
+CPython's default thresholds (700, 10, 10) the collector re-scans that young state every few
+hundred allocations: in a rebuild of 100k control events it was over half the CPU of
+`PolicyState.apply` (10.4 -> 5.7 us per event with these settings). Cycles are still
+collected, only in larger, rarer passes.
+"""
+
+from __future__ import annotations
+
+import gc
+
+GC_THRESHOLDS = (10_000, 20, 20)
+"""(gen0 allocations, gen0 runs per gen1, gen1 runs per gen2)."""
+
+
+def tune_gc() -> None:
+    """Apply `GC_THRESHOLDS` (idempotent; call once at process start)."""
+    gc.set_threshold(*GC_THRESHOLDS)
