@@ -313,7 +313,8 @@ if __name__ == "__main__":
     parser.add_argument("--kubeconfig", required=True)
     parser.add_argument("--clusters", required=True)
     parser.add_argument("--first-index", type=int, default=0)
-    from ops.runtime import tune_gc
+    from ops.runtime import tune_gc, use_uvloop
 
     tune_gc()  # as in `kubegate relay`, which goes through ops.cli.main
+    use_uvloop()
     asyncio.run(worker(parser.parse_args()))

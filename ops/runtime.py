@@ -1,4 +1,4 @@
-"""Process-wide runtime settings every `kubegate` process starts with.
+"""Process-wide runtime settings every `kubegate` process starts with (GC thresholds, uvloop).
 
 Garbage collection: each process holds a large, long-lived read model (the policy state of an
 edge or relay, the audit runner's batches) that grows by a few objects per event. With
@@ -19,3 +19,19 @@ GC_THRESHOLDS = (10_000, 20, 20)
 def tune_gc() -> None:
     """Apply `GC_THRESHOLDS` (idempotent; call once at process start)."""
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+def use_uvloop() -> None:
+    """Run every event loop of this process on uvloop (libuv), not asyncio's default loop.
+
+    Every kubegate process spends its time moving bytes between sockets (TLS to kubectl and the
+    API server, NATS frames in between); uvloop's transports and SSL cost less CPU per request
+    and per MB. Measured with `kubegate bench latency` on 2 cores: added p50 1.48-1.54 ms ->
+    1.39-1.42 ms. Idempotent; call once at process start, before any loop is created.
+    """
+    import asyncio
+
+    import uvloop
+
+    if not isinstance(asyncio.get_event_loop_policy(), uvloop.EventLoopPolicy):
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import subprocess
+import sys
+
+import uvloop
 
 from ops import cli, runtime
 
 
 def test_the_entry_point_applies_the_gc_thresholds() -> None:
     before = gc.get_threshold()
+    policy = asyncio.get_event_loop_policy()
     try:
         gc.set_threshold(700, 10, 10)
         runtime.tune_gc()
@@ -21,3 +27,30 @@ def test_the_entry_point_applies_the_gc_thresholds() -> None:
         assert gc.get_threshold() == runtime.GC_THRESHOLDS
     finally:
         gc.set_threshold(*before)
+        asyncio.set_event_loop_policy(policy)
+
+
+def test_kubegate_processes_run_their_loops_on_uvloop() -> None:
+    probe = (
+        "import asyncio, sys\n"
+        "from ops import cli\n"
+        "try:\n    cli.main([])\nexcept SystemExit:\n    pass\n"
+        "async def kind():\n    return type(asyncio.get_running_loop()).__module__\n"
+        "print(asyncio.run(kind()))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip().splitlines()[-1].startswith("uvloop")
+
+
+def test_use_uvloop_is_idempotent() -> None:
+    policy = asyncio.get_event_loop_policy()
+    try:
+        runtime.use_uvloop()
+        first = asyncio.get_event_loop_policy()
+        runtime.use_uvloop()
+        assert asyncio.get_event_loop_policy() is first
+        assert isinstance(first, uvloop.EventLoopPolicy)
+    finally:
+        asyncio.set_event_loop_policy(policy)
