@@ -1,9 +1,11 @@
 """Data-plane benchmarks: the real processes, measured from a client's side.
 
 `latency` and `stream` start the deployment shape of production on this machine: `kubegate up`
-(control plane + edge), `kubegate sim` (the cluster's API server) and `kubegate relay` (inside
-the "cluster"), each its own process, then measure the same requests sent directly to the API
-server and through edge + NATS + relay. `revocation` lives in `ops.bench_revocation`.
+(control plane: NATS, admin API, the DuckDB audit store), an edge as its own process (`kubegate
+edge`, as operators run them behind a load balancer), `kubegate sim` (the cluster's API server)
+and `kubegate relay` (inside the "cluster"), then measure the same requests sent directly to the
+API server and through edge + NATS + relay. The audit of each proxied request still happens: the
+control plane stores it while the benchmark runs. `revocation` lives in `ops.bench_revocation`.
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import ssl
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,6 +126,26 @@ async def topology(base: Path) -> AsyncIterator[Topology]:
         user_kubeconfig = base / "bench.kubeconfig"
         user_kubeconfig.write_text(kc["kubeconfig"])
 
+        progress("starting an edge (`kubegate edge`)")
+        edge_port = _free_port()
+        edge = _kubegate(
+            "edge",
+            "--nats",
+            ready["nats_url"],
+            "--nats-creds",
+            str(cp / "creds" / "edge.json"),
+            "--pki",
+            str(cp / "pki"),
+            "--port",
+            str(edge_port),
+            "--log-level",
+            "warning",
+            log=base / "edge.log",
+        )
+        procs.append(edge)
+        kc["kubeconfig"] = _through_edge(kc["kubeconfig"], edge_port)
+        user_kubeconfig.write_text(kc["kubeconfig"])
+
         progress("starting the simulated cluster and its relay")
         simdir = base / "sim"
         sim = _kubegate("sim", "--dir", str(simdir), "--name", CLUSTER, log=base / "sim.log")
@@ -160,7 +184,7 @@ async def topology(base: Path) -> AsyncIterator[Topology]:
             up,
             sim,
             relay,
-            ready["pid"],
+            edge.pid,
             direct_url,
             direct_token,
             direct_ssl,
@@ -180,6 +204,21 @@ async def topology(base: Path) -> AsyncIterator[Topology]:
                 proc.wait(15)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _through_edge(kubeconfig: str, port: int) -> str:
+    """`kubeconfig` with every cluster's server moved to the edge listening on `port`."""
+    cfg = yaml.safe_load(kubeconfig)
+    for entry in cfg["clusters"]:
+        url = urllib.parse.urlsplit(entry["cluster"]["server"])
+        entry["cluster"]["server"] = url._replace(netloc=f"{url.hostname}:{port}").geturl()
+    return yaml.safe_dump(cfg)
 
 
 async def _wait_proxy(top: Topology) -> None:
