@@ -244,6 +244,12 @@ class StreamBase:
         self._recv_ended = True
         self._readable.set()
 
+    @property
+    def ready(self) -> bool:
+        """True when the next read returns at once: a chunk, the end or a failure is here.
+        Lets a writer hold a small piece for the next one instead of sending each alone."""
+        return bool(self._chunks) or self._recv_ended or self._failure is not None
+
     async def _read(self) -> bytes | None:
         """The next received chunk; None once the peer ended its direction."""
         while True:

@@ -153,6 +153,10 @@ class Request:
         return default
 
 
+HOLD_LIMIT = 64 * 1024
+"""Most body bytes `Response.write(more=True)` holds back before sending anyway."""
+
+
 class Response:
     """Writes one response: a head, then a body (chunked unless a length was given)."""
 
@@ -165,6 +169,8 @@ class Response:
         self.bytes_out = 0
         self._chunked = False
         self._upgraded = False
+        self._held: list[bytes] = []
+        self._held_bytes = 0
 
     @property
     def client_gone(self) -> asyncio.Event:
@@ -173,8 +179,15 @@ class Response:
         return self._conn._closed
 
     async def start(
-        self, status: int, headers: Headers, *, content_length: int | None = None
+        self,
+        status: int,
+        headers: Headers,
+        *,
+        content_length: int | None = None,
+        hold: bool = False,
     ) -> None:
+        """Send the head; with `hold=True` keep it for the first `write`, `flush` or `finish`,
+        so a response already in memory leaves in one TLS record and one syscall."""
         if self.started:
             raise RuntimeError("response already started")
         self.started = True
@@ -197,32 +210,48 @@ class Response:
             if not self._request.keep_alive:
                 out.append("Connection: close\r\n")
         out.append("\r\n")
-        await self._conn.write("".join(out).encode("latin-1"))
+        self._held.append("".join(out).encode("latin-1"))
+        if not hold:
+            await self.flush()
 
-    async def write(self, data: bytes) -> None:
-        """Send body bytes now (no buffering: watches and logs -f need every chunk at once)."""
-        if not data:
-            return
+    async def write(self, data: bytes, *, more: bool = False) -> None:
+        """Send body bytes now: watches and logs -f need every chunk at once. `more=True` says
+        the next piece is already in memory: hold this one (up to `HOLD_LIMIT` bytes) to send
+        them together."""
         if not self.started:
             raise RuntimeError("write before start")
-        self.bytes_out += len(data)
-        if self._chunked:
-            await self._conn.write(b"%x\r\n%b\r\n" % (len(data), data))
-        else:
-            await self._conn.write(data)
+        if data:
+            self.bytes_out += len(data)
+            framed = b"%x\r\n%b\r\n" % (len(data), data) if self._chunked else data
+            self._held.append(framed)
+            self._held_bytes += len(framed)
+        if not more or self._held_bytes >= HOLD_LIMIT:
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Send whatever `start(hold=True)` or `write(more=True)` held back."""
+        if not self._held:
+            return
+        data = self._held[0] if len(self._held) == 1 else b"".join(self._held)
+        self._held.clear()
+        self._held_bytes = 0
+        await self._conn.write(data)
 
     async def finish(self) -> None:
         if self.finished:
             return
         self.finished = True
         if self._chunked:
-            await self._conn.write(b"0\r\n\r\n")
+            self._held.append(b"0\r\n\r\n")
+        await self.flush()
 
     async def send(
         self, status: int, body: bytes, content_type: str = "application/json", extra: Headers = ()
     ) -> None:
-        """A whole small response in one go."""
-        await self.start(status, [("Content-Type", content_type), *extra], content_length=len(body))
+        """A whole small response in one go (one write)."""
+        await self.start(
+            status, [("Content-Type", content_type), *extra], content_length=len(body), hold=True
+        )
         await self.write(body)
         await self.finish()
 

@@ -310,12 +310,15 @@ class KubeProxy:
                 return status, 0, 0, "revoked" if live.cut_reason else "error"
             out_headers = hdr.response_headers(head.headers, upgrade=False)
             await resp.start(
-                head.status, out_headers, content_length=hdr.content_length(head.headers)
+                head.status,
+                out_headers,
+                content_length=hdr.content_length(head.headers),
+                hold=stream.ready,  # a small answer already here leaves in one write
             )
             ended_by = "complete"
             try:
                 async for chunk in stream:
-                    await resp.write(chunk)
+                    await resp.write(chunk, more=stream.ready)
             except berr.StreamError as exc:
                 if resp.client_gone.is_set():
                     raise ConnectionResetError("the client left") from exc
@@ -328,6 +331,8 @@ class KubeProxy:
                 if not long_running:
                     # A truncated list must not look complete: drop the connection.
                     req.keep_alive = False
+                    with contextlib.suppress(ConnectionError):
+                        await resp.flush()
                     resp.finished = True
                     raise ConnectionResetError(str(exc)) from exc
             except ConnectionError:

@@ -74,6 +74,46 @@ async def test_chunks_are_flushed_as_written(pki: Pki) -> None:
         await server.stop()
 
 
+async def test_held_pieces_leave_together_and_a_plain_write_flushes_them(pki: Pki) -> None:
+    """A response already in memory goes out in one transport write (one TLS record, one
+    syscall); pieces written without `more` still go at once, and the bytes are the same."""
+    writes: list[int] = []
+    release = asyncio.Event()
+
+    async def handler(req: Request, resp: Response) -> None:
+        transport = resp._conn.transport
+        assert transport is not None
+        real_write = transport.write
+
+        def counting(data: bytes) -> None:
+            writes.append(len(data))
+            real_write(data)
+
+        transport.write = counting  # type: ignore[method-assign]
+        await resp.start(200, [("Content-Type", "application/json")], hold=True)
+        await resp.write(b'{"a":', more=True)
+        await resp.write(b"1}\n")  # no `more`: head and both pieces leave now, together
+        await release.wait()
+        await resp.write(b'{"b":2}\n', more=True)
+        await resp.finish()  # the held piece and the chunked terminator, together
+
+    server = Http1Server(handler, ssl_context=pki.server_context())
+    port = await server.start()
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"https://127.0.0.1:{port}/x", ssl=pki.client_context()) as r,
+        ):
+            assert await asyncio.wait_for(r.content.readline(), 10) == b'{"a":1}\n'
+            assert len(writes) == 1
+            release.set()
+            assert await r.content.read() == b'{"b":2}\n'
+            assert r.headers["Transfer-Encoding"] == "chunked"
+        assert len(writes) == 2
+    finally:
+        await server.stop()
+
+
 async def test_a_read_takes_everything_buffered_in_one_piece(pki: Pki) -> None:
     requests: list[Request] = []
     release = asyncio.Event()
