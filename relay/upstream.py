@@ -152,8 +152,16 @@ class Upstream:
         connector = aiohttp.TCPConnector(
             limit=0, limit_per_host=0, ssl=self.ssl_context if self.ssl_context else False
         )
+        # One session carries every user's requests: it must never keep a cookie the API
+        # server sets and send it with the next (another user's) request.
         self.session = aiohttp.ClientSession(
-            connector=connector, auto_decompress=False, read_bufsize=2**21
+            connector=connector,
+            auto_decompress=False,
+            read_bufsize=2**21,
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, connect=self.connect_timeout_s, sock_read=None
         )
 
     @classmethod
@@ -195,9 +203,7 @@ class Upstream:
                 data=body,
                 allow_redirects=False,
                 skip_auto_headers=_SKIP_AUTO_HEADERS,
-                timeout=aiohttp.ClientTimeout(
-                    total=None, connect=self.connect_timeout_s, sock_read=None
-                ),
+                timeout=self._timeout,
                 server_hostname=self.server_hostname,
             )
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
