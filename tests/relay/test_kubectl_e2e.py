@@ -8,8 +8,9 @@ import datetime as dt
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -84,6 +85,30 @@ async def _kubectl_for(
     return Kubectl(binary, path, tmp_path / f"cache-{user}")
 
 
+async def _start_relay(
+    control: ControlPlaneService,
+    sim: SimRunner,
+    cluster: str,
+    creds: Path,
+    *,
+    clock: Callable[[], dt.datetime] | None = None,
+    **settings: Any,
+) -> RelayService:
+    """A started relay for `cluster` in front of `sim` (extra `RelaySettings` as keywords)."""
+    relay = RelayService(
+        RelaySettings(
+            cluster=cluster,
+            nats_url=control.nats_url,
+            nats_creds=str(creds),
+            kubeconfig=sim.kubeconfig,
+            **settings,
+        ),
+        **({"clock": clock} if clock is not None else {}),
+    )
+    await relay.start()
+    return relay
+
+
 async def test_kubectl_through_edge_and_relay(
     control: ControlPlaneService, sim: SimRunner, tmp_path: Path
 ) -> None:
@@ -99,15 +124,7 @@ async def test_kubectl_through_edge_and_relay(
     admin = Kubectl(binary, Path(sim.kubeconfig), tmp_path / "admin-cache")
     await asyncio.to_thread(admin, "create", "namespace", ns)
 
-    relay = RelayService(
-        RelaySettings(
-            cluster=cluster,
-            nats_url=control.nats_url,
-            nats_creds=str(creds),
-            kubeconfig=sim.kubeconfig,
-        )
-    )
-    await relay.start()
+    relay = await _start_relay(control, sim, cluster, creds)
     try:
         kubectl = await _kubectl_for(control, binary, user, cluster, tmp_path)
 
@@ -177,19 +194,11 @@ async def test_watch_lives_through_minutes_of_cluster_time(
     creds = (await control.relay_credentials(cluster)).save(tmp_path / "relay.json")
     admin = Kubectl(binary, Path(sim.kubeconfig), tmp_path / "admin-cache")
     await asyncio.to_thread(admin, "create", "namespace", ns)
-    relay = RelayService(
-        RelaySettings(
-            cluster=cluster,
-            nats_url=control.nats_url,
-            nats_creds=str(creds),
-            kubeconfig=sim.kubeconfig,
-            idle=dt.timedelta(minutes=1),
-            token_ttl=dt.timedelta(minutes=10),
-            sweep_interval=dt.timedelta(seconds=0.5),
-        ),
-        clock=clock,
-    )
-    await relay.start()
+    relay = await _start_relay(
+        control, sim, cluster, creds, clock=clock,
+        idle=dt.timedelta(minutes=1), token_ttl=dt.timedelta(minutes=10),
+        sweep_interval=dt.timedelta(seconds=0.5),
+    )  # fmt: skip
     watch = None
     try:
         wanda = await _kubectl_for(control, binary, user, cluster, tmp_path)
