@@ -32,6 +32,7 @@ from typing import Any
 import aiohttp
 import yaml
 
+from ops.bench_cpu import CpuMeter, child_pids
 from ops.client import AdminClient
 from ops.config import AdminConfig
 
@@ -80,6 +81,15 @@ class Topology:
     proxy_ssl: ssl.SSLContext
     user_kubeconfig: Path
     sim_kubeconfig: Path
+
+    def cpu_meter(self) -> CpuMeter:
+        """A meter over every process a proxied byte crosses (the client is added by it)."""
+        nats = child_pids(self.up.pid, "nats-server")
+        pids = {"edge": self.edge_pid, "relay": self.relay.pid, "sim": self.sim.pid}
+        pids["control_plane"] = self.up.pid
+        if nats:
+            pids["nats"] = nats[0]
+        return CpuMeter(pids)
 
 
 @contextlib.asynccontextmanager
@@ -378,12 +388,15 @@ async def stream(args: argparse.Namespace) -> dict[str, Any]:
                 aiohttp.ClientSession() as ps,
             ):
                 d_rates, p_rates = [], []
+                d_cpu, p_cpu = top.cpu_meter(), top.cpu_meter()
                 size = 0
                 for i in range(3):
                     progress(f"large list, round {i + 1}/3")
-                    size, took = await _download(ds, top.direct_url + path, ssl=top.direct_ssl)
+                    with d_cpu:
+                        size, took = await _download(ds, top.direct_url + path, ssl=top.direct_ssl)
                     d_rates.append(size / took / 1e6)
-                    size, took = await _download(ps, top.proxy_url + path, ssl=top.proxy_ssl)
+                    with p_cpu:
+                        size, took = await _download(ps, top.proxy_url + path, ssl=top.proxy_ssl)
                     p_rates.append(size / took / 1e6)
                 result["list_bytes"] = size
                 result["list_direct_mb_s"] = round(statistics.median(d_rates), 1)
@@ -391,6 +404,11 @@ async def stream(args: argparse.Namespace) -> dict[str, Any]:
                 result["list_ratio"] = round(
                     result["list_proxy_mb_s"] / result["list_direct_mb_s"], 3
                 )
+                listed_mb = 3 * size / 1e6
+                result["list_cpu_ms_per_mb"] = {
+                    "direct": d_cpu.per_mb(listed_mb),
+                    "proxied": p_cpu.per_mb(listed_mb),
+                }
                 progress(f"streaming {args.stream_mb} MB through the edge (RSS watched)")
                 streamed = 0
                 with RssWatch(top.edge_pid) as rss:
@@ -410,12 +428,21 @@ async def _port_forward_rates(top: Topology, megabytes: int) -> dict[str, Any]:
     from ops.bench_portforward import port_forward_rate
 
     progress(f"port-forward: {megabytes} MB direct and proxied")
-    direct = await port_forward_rate(top.sim_kubeconfig, None, megabytes, top.base / "pfd")
-    proxied = await port_forward_rate(top.user_kubeconfig, CLUSTER, megabytes, top.base / "pfp")
+    d_cpu, p_cpu = top.cpu_meter(), top.cpu_meter()
+    with d_cpu:
+        direct = await port_forward_rate(top.sim_kubeconfig, None, megabytes, top.base / "pfd")
+    with p_cpu:
+        proxied = await port_forward_rate(top.user_kubeconfig, CLUSTER, megabytes, top.base / "pfp")
+    d_cpu.add("kubectl", direct.kubectl_cpu_s)
+    p_cpu.add("kubectl", proxied.kubectl_cpu_s)
     return {
-        "portforward_direct_mb_s": round(direct, 1),
-        "portforward_proxy_mb_s": round(proxied, 1),
-        "portforward_ratio": round(proxied / direct, 3) if direct else None,
+        "portforward_direct_mb_s": round(direct.mb_s, 1),
+        "portforward_proxy_mb_s": round(proxied.mb_s, 1),
+        "portforward_ratio": round(proxied.mb_s / direct.mb_s, 3) if direct.mb_s else None,
+        "portforward_cpu_ms_per_mb": {
+            "direct": d_cpu.per_mb(megabytes),
+            "proxied": p_cpu.per_mb(megabytes),
+        },
     }
 
 

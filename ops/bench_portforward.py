@@ -13,11 +13,13 @@ import shutil
 import subprocess
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from domain.errors import KubegateError
+from ops.bench_cpu import process_cpu_s
 
 
 def kubectl_binary() -> str:
@@ -47,9 +49,17 @@ def _kubectl(kubeconfig: Path, context: str | None, *args: str) -> list[str]:
     return cmd + list(args)
 
 
+@dataclass(frozen=True)
+class PortForwardRun:
+    mb_s: float
+    """Bytes per second (in MB) from the first byte sent to the sink's count back."""
+    kubectl_cpu_s: float
+    """CPU the `kubectl port-forward` process used, start-up included."""
+
+
 async def port_forward_rate(
     kubeconfig: Path, context: str | None, megabytes: int, workdir: Path
-) -> float:
+) -> PortForwardRun:
     os.makedirs(workdir, exist_ok=True)
     server, sink_port = await _sink()
     pod = f"pf-{uuid.uuid4().hex[:6]}"
@@ -116,7 +126,7 @@ async def port_forward_rate(
         writer.close()
         if int(answer or b"0") != sent:
             raise KubegateError(f"port-forward lost bytes: sent {sent}, sink got {answer!r}")
-        return sent / took / 1e6
+        return PortForwardRun(sent / took / 1e6, process_cpu_s(forward.pid))
     finally:
         forward.terminate()
         await forward.wait()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from tests import tools
 from tests.ops.test_up_cli import kubegate
 
 
@@ -41,3 +42,30 @@ def test_bench_revocation_counts_every_edge_and_relay_worker() -> None:
     assert figures["applied"] == 6  # 4 relays in 2 worker processes + 2 edges
     assert figures["client_streams_ended"] == 4
     assert 0 < figures["p50_ms"] <= figures["p99_ms"] <= figures["max_ms"]
+
+
+def test_bench_stream_prints_rates_and_where_the_cpu_went() -> None:
+    out = kubegate(
+        "bench", "stream", "--json", "--objects", "20", "--object-kib", "4",
+        "--stream-mb", "1", "--pf-mb", "20",
+        env={"KUBEGATE_KUBECTL": str(tools.kubectl_132())}, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    figures = json.loads(out.stdout)
+    for key in ("list_direct_mb_s", "list_proxy_mb_s", "portforward_proxy_mb_s"):
+        assert figures[key] > 0, key
+    assert figures["edge_streamed_mb"] >= 1
+    pf = figures["portforward_cpu_ms_per_mb"]
+    # a proxied byte crosses the edge, nats-server and the relay; a direct one none of them
+    assert {"edge", "nats", "relay", "kubectl", "sim"} <= set(pf["proxied"])
+    assert pf["proxied"]["total"] > pf["direct"]["total"] > 0
+    assert set(figures["list_cpu_ms_per_mb"]) == {"direct", "proxied"}
+
+
+def test_bench_latency_prints_direct_and_proxied_percentiles() -> None:
+    out = kubegate("bench", "latency", "--json", "--requests", "100", timeout=300)
+    assert out.returncode == 0, out.stderr
+    figures = json.loads(out.stdout)
+    assert figures["requests"] == 100
+    assert 0 < figures["direct_p50_ms"] <= figures["direct_p99_ms"]
+    assert 0 < figures["proxy_p50_ms"] <= figures["proxy_p99_ms"]
