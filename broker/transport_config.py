@@ -26,6 +26,11 @@ class TransportConfig:
     """Largest data chunk per frame; big writes are split."""
     window: int = 1024 * 1024
     """Bytes a receiver lets the sender have in flight per stream and direction (its buffer)."""
+    max_window: int = 4 * 1024 * 1024
+    """What `window` grows to, doubling, for a stream its reader keeps up with (bulk lists,
+    port-forwards, cp)."""
+    grow_window_within: float = 0.01
+    """Seconds: a reader that took less than this to read half its window gets it doubled."""
     max_frame_bytes: int = frames.MAX_FRAME_BYTES
     """Frames longer than this are rejected unparsed; must stay below NATS max_payload."""
     heartbeat_interval: float = 1.0

@@ -7,7 +7,10 @@ direction. Invariants kept here:
   other number fails the stream (NATS core may drop, never reorders one publisher's messages).
 - A sender never has more than the granted credit of data in flight; the receiver buffers at most
   `window` bytes per stream and grants more only as its consumer reads. A slow consumer therefore
-  stalls its own stream's sender and nothing else.
+  stalls its own stream's sender and nothing else. A stream read fast (half its window within
+  `grow_window_within`) doubles its window, up to `max_window`: bulk transfers are not held back by
+  grant round trips, while the slow and idle streams that make up most of an edge's memory keep
+  the small one.
 - A stream ends exactly once: normally (`_finish`) or with a `StreamError` (`_fail`); every
   waiter (reader, credit-starved sender, head waiter) wakes up and sees the outcome.
 """
@@ -81,7 +84,10 @@ class StreamBase:
         # receiving
         self._in_seq = 0
         self._window = window
+        self._max_window = max(window, endpoint.config.max_window)
+        self._grow_within = endpoint.config.grow_window_within
         self._granted = window
+        self._last_grant = float("-inf")  # the pace is judged between grants, not from the open
         self._received = 0
         self._consumed = 0
         self._chunks: deque[bytes] = deque()
@@ -274,6 +280,12 @@ class StreamBase:
         outstanding = self._granted - self._consumed
         if outstanding > self._window // 2:
             return
+        now = time.monotonic()
+        if self._window < self._max_window and now - self._last_grant < self._grow_within:
+            # Half a window read this fast: the round trip of a grant, not the consumer, would
+            # bound this stream. Doubling stays safe: a fast reader does not let buffers fill.
+            self._window = min(self._window * 2, self._max_window)
+        self._last_grant = now
         grant = self._consumed + self._window - self._granted
         self._granted += grant
         try:

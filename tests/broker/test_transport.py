@@ -41,6 +41,10 @@ from broker.transport import (
 )
 
 FAST = TransportConfig(heartbeat_interval=0.2, dead_after=1.0, window=256 * 1024)
+FIXED = TransportConfig(
+    heartbeat_interval=0.2, dead_after=1.0, window=256 * 1024, max_window=256 * 1024
+)
+"""Windows that never grow, for tests that count grants."""
 MiB = 1024 * 1024
 T = TypeVar("T")
 
@@ -221,8 +225,8 @@ async def test_request_without_body_needs_no_end_frame(rig: Rig) -> None:
 
 
 async def test_20mb_echo_streams_both_ways_intact(rig: Rig) -> None:
-    await rig.relay(echo)
-    edge, _ = await rig.edge()
+    await rig.relay(echo, FIXED)
+    edge, _ = await rig.edge(FIXED)
     body = os.urandom(20 * MiB)
     stream = await rig.open(edge, method="PUT")
     sender = asyncio.create_task(send_all(stream, body))
@@ -234,7 +238,58 @@ async def test_20mb_echo_streams_both_ways_intact(rig: Rig) -> None:
     windows = sample(
         rig.registry, "kubegate_transport_frames_total", role="edge", direction="out", type="window"
     )
-    assert windows >= 20 * MiB // FAST.window
+    assert windows >= 20 * MiB // FIXED.window
+
+
+async def _download_watching_the_buffer(
+    rig: Rig, config: TransportConfig, size: int, pause: float
+) -> tuple[int, float]:
+    """`size` bytes from a relay to an edge reading with `pause` s between reads: the most
+    bytes ever buffered at the edge, and how many window grants it sent."""
+    payload = os.urandom(size)
+
+    async def sender(stream: ServerStream) -> None:
+        await stream.send_head(200)
+        await stream.send(payload)
+        await stream.end()
+
+    await rig.relay(sender, config)
+    edge, _ = await rig.edge(config)
+    stream = await rig.open(edge)
+    got, most = bytearray(), 0
+    async for chunk in stream:
+        most = max(most, stream.buffered_bytes + len(chunk))
+        got += chunk
+        if pause:
+            await asyncio.sleep(pause)
+    assert bytes(got) == payload
+    grants = sample(
+        rig.registry, "kubegate_transport_frames_total", role="edge", direction="out", type="window"
+    )
+    return most, grants
+
+
+async def test_a_reader_that_keeps_up_gets_a_larger_window_never_past_the_maximum(
+    rig: Rig,
+) -> None:
+    grows = TransportConfig(
+        heartbeat_interval=0.2, dead_after=1.0, window=128 * 1024, chunk_size=64 * 1024,
+        max_window=1 * MiB, grow_window_within=5.0,  # any pace counts as keeping up
+    )  # fmt: skip
+    most, grants = await _download_watching_the_buffer(rig, grows, 16 * MiB, 0)
+    assert most <= grows.max_window
+    # a fixed 128 KiB window needs a grant per 64 KiB read (256 of them); grown, far fewer
+    assert grows.max_window // grows.window <= 16 * MiB // grows.max_window <= grants < 64
+
+
+async def test_a_slow_reader_keeps_its_window(rig: Rig) -> None:
+    slow = TransportConfig(
+        heartbeat_interval=0.2, dead_after=1.0, window=128 * 1024, chunk_size=64 * 1024,
+        max_window=1 * MiB, grow_window_within=0.01,
+    )  # fmt: skip
+    most, grants = await _download_watching_the_buffer(rig, slow, 2 * MiB, 0.03)
+    assert most <= slow.window
+    assert grants >= 2 * MiB // (slow.window // 2) - 2
 
 
 async def test_20mb_upload_then_20mb_download(rig: Rig) -> None:
