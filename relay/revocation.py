@@ -11,7 +11,6 @@ refuses what was removed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Protocol
 
@@ -19,6 +18,7 @@ from relay.errors import RelayError
 from relay.jit import JitAccounts
 from relay.metrics import RelayMetrics
 from relay.plans import Planner
+from relay.tasks import cancel_and_wait
 
 log = logging.getLogger("kubegate.relay.revocation")
 
@@ -73,9 +73,7 @@ class AccessWatcher:
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
 
     async def _run(self) -> None:
         while True:
