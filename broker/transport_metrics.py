@@ -73,6 +73,8 @@ class RoleMetrics:
         self.bytes_in = metrics.bytes.labels(role, "in")
         self.bytes_out = metrics.bytes.labels(role, "out")
         self._frames: dict[tuple[str, str], Counter] = {}
+        self._rejected: dict[str, Counter] = {}
+        self._cancelled: dict[str, Counter] = {}
 
     def frame(self, direction: str, frame_type: str, size: int) -> None:
         key = (direction, frame_type)
@@ -83,7 +85,14 @@ class RoleMetrics:
         (self.bytes_in if direction == "in" else self.bytes_out).inc(size)
 
     def rejected(self, reason: str) -> None:
-        self._m.rejected.labels(self.role, reason).inc()
+        child = self._rejected.get(reason)
+        if child is None:
+            child = self._rejected[reason] = self._m.rejected.labels(self.role, reason)
+        child.inc()
 
     def cancelled(self, reason: str) -> None:
-        self._m.cancellations.labels(self.role, reason).inc()
+        """Counted per stream; a revocation cuts many streams at once, hence the cache."""
+        child = self._cancelled.get(reason)
+        if child is None:
+            child = self._cancelled[reason] = self._m.cancellations.labels(self.role, reason)
+        child.inc()

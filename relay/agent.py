@@ -86,7 +86,7 @@ class RelayAgent:
         try:
             outcome = await self._serve(stream)
         finally:
-            self.m.requests.labels(o.method, outcome).inc()
+            self.m.request(o.method, outcome)
             self.in_flight -= 1
             if self.in_flight == 0:
                 self._idle.set()

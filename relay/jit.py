@@ -34,6 +34,7 @@ from relay.errors import JitError, KubeApiError, KubeConflictError, NoAccessErro
 from relay.kube import KubeObjects, Object
 from relay.metrics import RelayMetrics
 from relay.plans import Planner, service_account_name
+from relay.tasks import cancel_and_wait
 
 log = logging.getLogger("kubegate.relay.jit")
 
@@ -125,9 +126,7 @@ class JitAccounts:
     async def stop(self) -> None:
         task, self._sweeper = self._sweeper, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
 
     def invalidate(self, user: str) -> None:
         """Forget what we believe about `user`'s account (its token was refused): the next

@@ -70,6 +70,16 @@ class RelayMetrics:
             registry=registry,
         )
 
+        self._requests: dict[tuple[str, str], Counter] = {}
+
+    def request(self, method: str, outcome: str) -> None:
+        """Count one proxied request (children cached: a revocation ends many at once)."""
+        key = (method, outcome)
+        child = self._requests.get(key)
+        if child is None:
+            child = self._requests[key] = self.requests.labels(method, outcome)
+        child.inc()
+
     @classmethod
     def for_registry(cls, registry: CollectorRegistry) -> RelayMetrics:
         found = _BY_REGISTRY.get(registry)

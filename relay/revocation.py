@@ -11,7 +11,6 @@ refuses what was removed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Protocol
 
@@ -19,6 +18,7 @@ from relay.errors import RelayError
 from relay.jit import JitAccounts
 from relay.metrics import RelayMetrics
 from relay.plans import Planner
+from relay.tasks import cancel_and_wait
 
 log = logging.getLogger("kubegate.relay.revocation")
 
@@ -73,9 +73,7 @@ class AccessWatcher:
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
 
     async def _run(self) -> None:
         while True:
@@ -105,10 +103,11 @@ class AccessWatcher:
             if cut:
                 self.m.aborted_streams.inc(cut)
                 log.info("live streams cut", extra={"user": user, "streams": cut})
-        if affected:
-            # Cuts are the urgent part: let other relays sharing this process cut theirs too
-            # before this one spends time on API calls (the edge already refuses the user).
-            await asyncio.sleep(RECONCILE_AFTER_S)
+        # Cuts are the urgent part, the cluster's RBAC the careful one: it waits a moment, so
+        # that relays sharing this host (the edge's cancels and this event reach them all at
+        # once) cut their streams before any of them spends CPU on API calls. Refusing is not
+        # delayed: the planner already refuses the user, and the edge refuses before us.
+        await asyncio.sleep(RECONCILE_AFTER_S)
         try:
             removed = await self.accounts.reconcile_users(users)
         except RelayError as exc:

@@ -35,6 +35,7 @@ from broker.connection import connect
 from broker.store import EventStore
 from broker.transport import RelayServer, TransportConfig
 from domain import events
+from domain.policy.state import PolicyState
 from projections.policy import PolicyProjection
 from relay.agent import RelayAgent
 from relay.errors import ApiServerUnavailableError, KubeApiError, RelayConfigError
@@ -66,12 +67,16 @@ def new_relay_id(cluster: str) -> str:
 
 
 def policy_filter() -> list[str]:
-    """The control-log subjects a relay's projection follows: every family but the hidden."""
+    """The control-log subjects a relay's projection follows: the families of the events policy
+    folds, never the hidden ones. Nothing else can change a relay's plans, and some families are
+    busy: after one revocation every relay of every cluster records a ServiceAccountRemoved, which
+    N relays all reading would be N² deliveries, each decoded while relays are still cutting."""
+    folded = PolicyState.folded_types()
     families = sorted(
         {
             cls.FAMILY
             for cls in events.CATALOG.values()
-            if cls.STREAM == "control" and cls.FAMILY not in HIDDEN_FAMILIES
+            if cls.STREAM == "control" and cls in folded and cls.FAMILY not in HIDDEN_FAMILIES
         }
     )
     return [f"{subjects.CONTROL_PREFIX}.{subjects.token(f)}.*" for f in families]

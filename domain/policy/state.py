@@ -291,6 +291,11 @@ class PolicyState:
 
     # --- folding --------------------------------------------------------------------------
 
+    @classmethod
+    def folded_types(cls) -> frozenset[type]:
+        """The event types `apply` folds; no other event can change a decision."""
+        return frozenset(cls()._handlers)
+
     def apply(self, event: object) -> bool:
         """Fold one event. True if it is a kind of event that can change a decision."""
         handler = self._handlers.get(type(event))
