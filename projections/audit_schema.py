@@ -77,12 +77,25 @@ class FamilyTable:
         cols += ["raw JSON NOT NULL", "PRIMARY KEY (stream, seq)"]
         return f"CREATE TABLE IF NOT EXISTS {quote(self.table)} (\n  " + ",\n  ".join(cols) + "\n)"
 
-    def insert_sql(self) -> str:
-        """Insert a batch given as parallel lists: $1 stream (scalar), $2 seqs, $3 subjects,
-        $4 stored-at nanoseconds, $5 raw JSON, $6 JSON to type from (NULL: use raw)."""
+    def stage_sql(self) -> str:
+        """The TEMP table holding this family's rows until the store's next commit."""
+        return (
+            f"CREATE TEMP TABLE IF NOT EXISTS {quote(self.stage)} (stream VARCHAR NOT NULL,"
+            " seq UBIGINT NOT NULL, log_subject VARCHAR NOT NULL, ts BIGINT NOT NULL,"
+            " raw VARCHAR NOT NULL, src VARCHAR)"
+        )
+
+    @property
+    def stage(self) -> str:
+        return f"stage_{self.table}"
+
+    def insert_sql(self, where: str = "") -> str:
+        """Move staged rows into the table: stored-at from nanoseconds, typed columns from
+        `src` (JSON to type from) or else `raw`. `where` picks some staged rows (may use
+        parameters)."""
         names = [n for n, _ in LOG_COLUMNS] + [c.name for c in self.columns] + ["raw"]
         values = [
-            "$1",
+            "b.stream",
             "b.seq",
             "b.log_subject",
             "make_timestamptz(b.ts // 1000)",
@@ -93,12 +106,9 @@ class FamilyTable:
         return (
             f"INSERT INTO {quote(self.table)} ({', '.join(quote(n) for n in names)})\n"
             f"SELECT {', '.join(values)}\n"
-            f"FROM (SELECT a.seq, a.log_subject, a.ts, a.raw,"
+            f"FROM (SELECT a.stream, a.seq, a.log_subject, a.ts, a.raw,"
             f" from_json(coalesce(a.src, a.raw), '{structure}') AS j\n"
-            f"      FROM (SELECT unnest($2::UBIGINT[]) AS seq,"
-            f" unnest($3::VARCHAR[]) AS log_subject,"
-            f" unnest($4::BIGINT[]) AS ts, unnest($5::VARCHAR[]) AS raw,"
-            f" unnest($6::VARCHAR[]) AS src) AS a) AS b"
+            f"      FROM {quote(self.stage)} AS a {where}) AS b"
         )
 
 

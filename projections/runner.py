@@ -73,6 +73,16 @@ class BatchModel(Protocol):
     def apply_batch(self, records: Sequence[LogRecord]) -> Awaitable[None] | None: ...
 
 
+@runtime_checkable
+class SettlingModel(BatchModel, Protocol):
+    """A batch model that may hold applied batches back (audit gathers them into one large
+    DuckDB commit while catching up) until `settle`, which the runner calls once nothing more
+    is right behind them, at most `linger_s` after a batch once caught up, and when it goes
+    idle or stops."""
+
+    def settle(self) -> Awaitable[None] | None: ...
+
+
 class StreamCounts(msgspec.Struct, kw_only=True):
     applied: int = 0
     malformed: int = 0
@@ -458,6 +468,10 @@ class ProjectionRunner:
         self._failed: BaseException | None = None
         self._apply_batch = getattr(model, "apply_batch", None)
         self._apply = getattr(model, "apply", None)
+        self._settle = getattr(model, "settle", None) if self._apply_batch else None
+        self._unsettled_since: float | None = None
+        """`clock()` when the model got the oldest batch it has not settled."""
+        self._last_handed = 0.0
         for stream, follower in self._followers.items():
             self.metrics.lag.labels(name, stream).set_function(lambda f=follower: f.lag)
             self.metrics.position.labels(name, stream).set_function(lambda f=follower: f.applied)
@@ -533,6 +547,13 @@ class ProjectionRunner:
                 raise
         except Exception:  # kept in `failed` and logged by _run
             pass
+        if self._unsettled_since is not None and self._failed is None:
+            try:
+                await self._settle_model()
+            except ModelFailedError as exc:
+                log.error(
+                    "model not settled at stop", extra={"projection": self.name, "error": str(exc)}
+                )
 
     async def wait(self) -> None:
         """Until the runner stops; raises `ModelFailedError` or `LogPositionError` if that is
@@ -599,7 +620,16 @@ class ProjectionRunner:
     async def _apply_loop(self) -> None:
         followers = list(self._followers.values())
         while True:
-            await self._wake.wait()
+            if self._unsettled_since is None:
+                await self._wake.wait()
+            else:
+                idle = self._last_handed + self.linger_s - self.clock()
+                try:
+                    async with asyncio.timeout(max(idle, 0.0)):
+                        await self._wake.wait()
+                except TimeoutError:
+                    await self._settle_model()  # nothing came for a linger: make it visible
+                    continue
             if self._lingering(followers):
                 await asyncio.sleep(self.linger_s)  # let a trickle gather into one batch
             self._wake.clear()
@@ -664,6 +694,8 @@ class ProjectionRunner:
             append(LogRecord(stream, seq, subject, ts, event, data))
         if records:
             await self._hand_over(stream, records)
+            if self._settle is not None:
+                await self._settle_if_due()
         counts = follower.counts
         counts.applied += len(records)
         counts.malformed += malformed
@@ -675,6 +707,30 @@ class ProjectionRunner:
         if unknown:
             self.metrics.unknown.labels(*labels).inc(unknown)
         follower.after_apply(max(raws[-1][0], follower.applied), len(raws))
+
+    async def _settle_if_due(self) -> None:
+        """Settle when no record is known to be right behind (queued here or pending on the
+        server) or, once caught up, when the oldest unsettled batch is `linger_s` old."""
+        now = self.clock()
+        self._last_handed = now
+        if self._unsettled_since is None:
+            self._unsettled_since = now
+        behind = any(f.ready or f.server_pending for f in self._followers.values())
+        if not behind or (self.caught_up and now - self._unsettled_since >= self.linger_s):
+            await self._settle_model()
+
+    async def _settle_model(self) -> None:
+        assert self._settle is not None
+        self._unsettled_since = None
+        try:
+            result = self._settle()
+            if inspect.isawaitable(result):
+                await result
+        except Exception as exc:
+            follower = next(iter(self._followers.values()))
+            raise ModelFailedError(
+                self.name, follower.stream, follower.applied, f"settle: {exc!r}"
+            ) from exc
 
     async def _hand_over(self, stream: str, records: list[LogRecord]) -> None:
         if self._apply_batch is not None:
