@@ -47,6 +47,21 @@ the row is typed from its JSON, and if refused is kept raw)."""
 _envelope = msgspec.json.Decoder(codec.Envelope)
 
 
+class _Stage:
+    """One family's rows of one stream waiting for the commit, and the statements on them."""
+
+    __slots__ = ("appender", "delete_sql", "insert_one_sql", "insert_sql", "select_sql", "stream")
+
+    def __init__(self, table: schema.FamilyTable, stream: str, appender: Any) -> None:
+        name = schema.quote(table.stage_name(stream))
+        self.stream = stream
+        self.appender = appender
+        self.insert_sql = table.insert_sql(stream)
+        self.insert_one_sql = table.insert_sql(stream, "WHERE seq = $2")
+        self.select_sql = f"SELECT seq, log_subject, ts, raw FROM {name}"
+        self.delete_sql = f"DELETE FROM {name}"
+
+
 @dataclass
 class _RawColumns:
     """Parallel lists for raw_events rows."""
@@ -117,14 +132,10 @@ class AuditStore:
             raise AuditError(f"cannot open audit store {self.path}: {exc}") from exc
         self._write_lock = threading.Lock()
         self._tables = schema.TABLES
-        self._insert_sql = {family: t.insert_sql() for family, t in self._tables.items()}
-        self._insert_one_sql = {
-            family: t.insert_sql("WHERE a.stream = $1 AND a.seq = $2")
-            for family, t in self._tables.items()
-        }
+        self._stages: dict[tuple[str, str], _Stage] = {}
         self._staged: dict[str, int] = {}
         """Last staged sequence per stream (above `_positions`), while rows wait for a commit."""
-        self._staged_families: set[str] = set()
+        self._staged_in: set[_Stage] = set()
         self._staged_raw: list[tuple[LogRecord, str]] = []
         self._staged_rows = 0
         try:
@@ -135,11 +146,6 @@ class AuditStore:
                 self._db.execute("SELECT stream, seq FROM positions").fetchall()
             )
             self._writer = self._db.cursor()
-            for table in self._tables.values():
-                self._writer.execute(table.stage_sql())
-            self._appenders = {
-                family: self._writer.appender(table.stage) for family, table in self._tables.items()
-            }
         except BaseException as exc:
             self._db.close()
             if isinstance(exc, duckdb.Error):
@@ -230,15 +236,25 @@ class AuditStore:
         with self._write_lock:
             return self._commit()
 
+    def _stage_for(self, family: str, stream: str) -> _Stage:
+        stage = self._stages.get((family, stream))
+        if stage is None:
+            table = self._tables[family]
+            self._writer.execute(table.stage_sql(stream))
+            stage = _Stage(table, stream, self._writer.appender(table.stage_name(stream)))
+            self._stages[(family, stream)] = stage
+        return stage
+
     def _floor(self, stream: str) -> int:
         return self._staged.get(stream) or self._positions.get(stream, 0)
 
     def _stage(self, records: Sequence[LogRecord]) -> int:
         floors: dict[str, int] = {}
         last: dict[str, int] = {}
-        rows: dict[str, list[tuple[str, int, str, int, str, str | None]]] = {}
+        rows: dict[tuple[str, str], list[tuple[int, str, int, bytes, str | None]]] = {}
         raws: list[tuple[LogRecord, str]] = []
         event_base = events.Event
+        upcast = _UPCAST
         for record in records:
             stream, seq, subject, time_ns, event, raw = record
             floor = floors.get(stream)
@@ -249,19 +265,20 @@ class AuditStore:
             if seq > last.get(stream, 0):
                 last[stream] = seq
             if isinstance(event, event_base):
-                text = raw.decode()
-                family = rows.get(event.FAMILY)
-                if family is None:
-                    family = rows[event.FAMILY] = []
-                family.append((stream, seq, subject, time_ns, text, _typing_source(text, event)))
+                key = (event.FAMILY, stream)
+                staged = rows.get(key)
+                if staged is None:
+                    staged = rows[key] = []
+                source = _typing_source(raw, event) if type(event) in upcast else None
+                staged.append((seq, subject, time_ns, raw, source))
             else:
                 raws.append((record, "malformed" if isinstance(event, Malformed) else "unknown"))
-        for family, family_rows in rows.items():
-            self._staged_families.add(family)
-            appender = self._appenders[family]
+        for (family, stream), staged in rows.items():
             try:
-                appender.append_rows(family_rows)
-                appender.flush()
+                stage = self._stage_for(family, stream)
+                self._staged_in.add(stage)
+                stage.appender.append_rows(staged)
+                stage.appender.flush()
             except duckdb.Error as exc:
                 raise AuditError(f"cannot stage {family} rows: {exc}") from exc
         self._staged_raw.extend(raws)
@@ -273,14 +290,14 @@ class AuditStore:
     def _discard(self) -> None:
         """Forget what is staged (a failed stage or commit): the committed positions stay the
         truth, so a runner resuming from them reads those records again."""
-        for family in self._staged_families:
-            self._appenders[family].clear()
+        for stage in self._staged_in:
+            stage.appender.clear()
             try:
-                self._writer.execute(f"DELETE FROM {schema.quote(self._tables[family].stage)}")
+                self._writer.execute(stage.delete_sql)
             except duckdb.Error as exc:
                 log.error("audit staging not cleared", extra={"error": str(exc)})
         self._staged.clear()
-        self._staged_families.clear()
+        self._staged_in.clear()
         self._staged_raw.clear()
         self._staged_rows = 0
 
@@ -292,9 +309,9 @@ class AuditStore:
         try:
             db.execute("BEGIN")
             try:
-                for family in self._staged_families:
-                    db.execute(self._insert_sql[family])
-                    db.execute(f"DELETE FROM {schema.quote(self._tables[family].stage)}")
+                for stage in self._staged_in:
+                    db.execute(stage.insert_sql, [stage.stream])
+                    db.execute(stage.delete_sql)
                 by_stream: dict[str, _RawColumns] = {}
                 for record, kind in self._staged_raw:
                     by_stream.setdefault(record.stream, _RawColumns()).add(record, kind)
@@ -319,23 +336,19 @@ class AuditStore:
     def _commit_one_by_one(self) -> None:
         """Slow path: a row DuckDB refuses goes to raw_events as `rejected`, nothing is lost."""
         db = self._writer
-        entries: list[tuple[str, int, str | None, LogRecord, str]] = [
+        entries: list[tuple[str, int, _Stage | None, LogRecord, str]] = [
             (record.stream, record.seq, None, record, kind) for record, kind in self._staged_raw
         ]
-        for family in self._staged_families:
-            staged = db.execute(
-                "SELECT stream, seq, log_subject, ts, raw"
-                f" FROM {schema.quote(self._tables[family].stage)}"
-            ).fetchall()
-            for stream, seq, subject, time_ns, raw in staged:
-                record = LogRecord(stream, seq, subject, time_ns, _UNCHECKED, raw.encode())
-                entries.append((stream, seq, family, record, "known"))
+        for stage in self._staged_in:
+            for seq, subject, time_ns, raw in db.execute(stage.select_sql).fetchall():
+                record = LogRecord(stage.stream, seq, subject, time_ns, _UNCHECKED, raw)
+                entries.append((stage.stream, seq, stage, record, "known"))
         entries.sort(key=lambda e: (e[0], e[1]))
-        for stream, seq, family, record, kind in entries:
+        for stream, seq, stage, record, kind in entries:
             db.execute("BEGIN")
             try:
-                if family is not None:
-                    db.execute(self._insert_one_sql[family], [stream, seq])
+                if stage is not None:
+                    db.execute(stage.insert_one_sql, [stream, seq])
                 else:
                     rows = _RawColumns()
                     rows.add(record, kind)
@@ -430,11 +443,14 @@ def _normal(sql_type: str) -> str:
     return sql_type.upper().replace(" ", "").replace("TIMESTAMPWITHTIMEZONE", "TIMESTAMPTZ")
 
 
-def _typing_source(text: str, event: events.Event) -> str | None:
+_UPCAST = frozenset(cls for name, cls in events.CATALOG.items() if codec.current_schema(name) > 1)
+"""Event types with older schemas (whose raw JSON may have another shape than the columns)."""
+
+
+def _typing_source(raw: bytes, event: events.Event) -> str | None:
     """JSON to type the row's columns from: None (the raw itself) unless decoding upcast the
     event from an older schema, whose raw JSON has another shape."""
-    current = codec.current_schema(type(event).__name__)
-    if current == 1 or _envelope.decode(text).schema == current:
+    if _envelope.decode(raw).schema == codec.current_schema(type(event).__name__):
         return None
     return codec.encode(event).decode()
 

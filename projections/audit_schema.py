@@ -77,25 +77,24 @@ class FamilyTable:
         cols += ["raw JSON NOT NULL", "PRIMARY KEY (stream, seq)"]
         return f"CREATE TABLE IF NOT EXISTS {quote(self.table)} (\n  " + ",\n  ".join(cols) + "\n)"
 
-    def stage_sql(self) -> str:
-        """The TEMP table holding this family's rows until the store's next commit."""
+    def stage_name(self, stream: str) -> str:
+        """The TEMP table holding this family's rows of `stream` until the store's commit."""
+        return f"stage_{self.table}_{stream}"
+
+    def stage_sql(self, stream: str) -> str:
         return (
-            f"CREATE TEMP TABLE IF NOT EXISTS {quote(self.stage)} (stream VARCHAR NOT NULL,"
-            " seq UBIGINT NOT NULL, log_subject VARCHAR NOT NULL, ts BIGINT NOT NULL,"
-            " raw VARCHAR NOT NULL, src VARCHAR)"
+            f"CREATE TEMP TABLE IF NOT EXISTS {quote(self.stage_name(stream))} ("
+            "seq UBIGINT NOT NULL, log_subject VARCHAR NOT NULL, ts BIGINT NOT NULL,"
+            " raw BLOB NOT NULL, src VARCHAR)"
         )
 
-    @property
-    def stage(self) -> str:
-        return f"stage_{self.table}"
-
-    def insert_sql(self, where: str = "") -> str:
-        """Move staged rows into the table: stored-at from nanoseconds, typed columns from
-        `src` (JSON to type from) or else `raw`. `where` picks some staged rows (may use
-        parameters)."""
+    def insert_sql(self, stream: str, where: str = "") -> str:
+        """Move staged rows of `stream` (given as $1) into the table: stored-at from
+        nanoseconds, typed columns from `src` (JSON to type from) or else `raw`. `where` picks
+        some staged rows (parameters from $2)."""
         names = [n for n, _ in LOG_COLUMNS] + [c.name for c in self.columns] + ["raw"]
         values = [
-            "b.stream",
+            "$1",
             "b.seq",
             "b.log_subject",
             "make_timestamptz(b.ts // 1000)",
@@ -106,9 +105,10 @@ class FamilyTable:
         return (
             f"INSERT INTO {quote(self.table)} ({', '.join(quote(n) for n in names)})\n"
             f"SELECT {', '.join(values)}\n"
-            f"FROM (SELECT a.stream, a.seq, a.log_subject, a.ts, a.raw,"
+            f"FROM (SELECT a.seq, a.log_subject, a.ts, a.raw,"
             f" from_json(coalesce(a.src, a.raw), '{structure}') AS j\n"
-            f"      FROM {quote(self.stage)} AS a {where}) AS b"
+            f"      FROM (SELECT seq, log_subject, ts, decode(raw) AS raw, src"
+            f" FROM {quote(self.stage_name(stream))} {where}) AS a) AS b"
         )
 
 
