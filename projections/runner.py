@@ -77,8 +77,8 @@ class BatchModel(Protocol):
 class SettlingModel(BatchModel, Protocol):
     """A batch model that may hold applied batches back (audit gathers them into one large
     DuckDB commit while catching up) until `settle`, which the runner calls once nothing more
-    is right behind them, at most `linger_s` after a batch once caught up, and when it goes
-    idle or stops."""
+    is right behind them, after every batch once caught up (live batches already gather
+    `linger_s` of records), when no batch came for `linger_s`, and when it stops."""
 
     def settle(self) -> Awaitable[None] | None: ...
 
@@ -469,8 +469,8 @@ class ProjectionRunner:
         self._apply_batch = getattr(model, "apply_batch", None)
         self._apply = getattr(model, "apply", None)
         self._settle = getattr(model, "settle", None) if self._apply_batch else None
-        self._unsettled_since: float | None = None
-        """`clock()` when the model got the oldest batch it has not settled."""
+        self._unsettled = False
+        """Whether the model holds batches it was not told to settle."""
         self._last_handed = 0.0
         for stream, follower in self._followers.items():
             self.metrics.lag.labels(name, stream).set_function(lambda f=follower: f.lag)
@@ -547,7 +547,7 @@ class ProjectionRunner:
                 raise
         except Exception:  # kept in `failed` and logged by _run
             pass
-        if self._unsettled_since is not None and self._failed is None:
+        if self._unsettled and self._failed is None:
             try:
                 await self._settle_model()
             except ModelFailedError as exc:
@@ -620,7 +620,7 @@ class ProjectionRunner:
     async def _apply_loop(self) -> None:
         followers = list(self._followers.values())
         while True:
-            if self._unsettled_since is None:
+            if not self._unsettled:
                 await self._wake.wait()
             else:
                 idle = self._last_handed + self.linger_s - self.clock()
@@ -709,19 +709,16 @@ class ProjectionRunner:
         follower.after_apply(max(raws[-1][0], follower.applied), len(raws))
 
     async def _settle_if_due(self) -> None:
-        """Settle when no record is known to be right behind (queued here or pending on the
-        server) or, once caught up, when the oldest unsettled batch is `linger_s` old."""
-        now = self.clock()
-        self._last_handed = now
-        if self._unsettled_since is None:
-            self._unsettled_since = now
-        behind = any(f.ready or f.server_pending for f in self._followers.values())
-        if not behind or (self.caught_up and now - self._unsettled_since >= self.linger_s):
+        """Settle once caught up, or when no record is known to be right behind (queued here
+        or pending on the server)."""
+        self._last_handed = self.clock()
+        self._unsettled = True
+        if self.caught_up or not any(f.ready or f.server_pending for f in self._followers.values()):
             await self._settle_model()
 
     async def _settle_model(self) -> None:
         assert self._settle is not None
-        self._unsettled_since = None
+        self._unsettled = False
         try:
             result = self._settle()
             if inspect.isawaitable(result):
