@@ -77,9 +77,21 @@ class FamilyTable:
         cols += ["raw JSON NOT NULL", "PRIMARY KEY (stream, seq)"]
         return f"CREATE TABLE IF NOT EXISTS {quote(self.table)} (\n  " + ",\n  ".join(cols) + "\n)"
 
-    def insert_sql(self) -> str:
-        """Insert a batch given as parallel lists: $1 stream (scalar), $2 seqs, $3 subjects,
-        $4 stored-at nanoseconds, $5 raw JSON, $6 JSON to type from (NULL: use raw)."""
+    def stage_name(self, stream: str) -> str:
+        """The TEMP table holding this family's rows of `stream` until the store's commit."""
+        return f"stage_{self.table}_{stream}"
+
+    def stage_sql(self, stream: str) -> str:
+        return (
+            f"CREATE TEMP TABLE IF NOT EXISTS {quote(self.stage_name(stream))} ("
+            "seq UBIGINT NOT NULL, log_subject VARCHAR NOT NULL, ts BIGINT NOT NULL,"
+            " raw BLOB NOT NULL, src VARCHAR)"
+        )
+
+    def insert_sql(self, stream: str, where: str = "") -> str:
+        """Move staged rows of `stream` (given as $1) into the table: stored-at from
+        nanoseconds, typed columns from `src` (JSON to type from) or else `raw`. `where` picks
+        some staged rows (parameters from $2)."""
         names = [n for n, _ in LOG_COLUMNS] + [c.name for c in self.columns] + ["raw"]
         values = [
             "$1",
@@ -95,10 +107,8 @@ class FamilyTable:
             f"SELECT {', '.join(values)}\n"
             f"FROM (SELECT a.seq, a.log_subject, a.ts, a.raw,"
             f" from_json(coalesce(a.src, a.raw), '{structure}') AS j\n"
-            f"      FROM (SELECT unnest($2::UBIGINT[]) AS seq,"
-            f" unnest($3::VARCHAR[]) AS log_subject,"
-            f" unnest($4::BIGINT[]) AS ts, unnest($5::VARCHAR[]) AS raw,"
-            f" unnest($6::VARCHAR[]) AS src) AS a) AS b"
+            f"      FROM (SELECT seq, log_subject, ts, decode(raw) AS raw, src"
+            f" FROM {quote(self.stage_name(stream))} {where}) AS a) AS b"
         )
 
 

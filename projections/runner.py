@@ -73,6 +73,16 @@ class BatchModel(Protocol):
     def apply_batch(self, records: Sequence[LogRecord]) -> Awaitable[None] | None: ...
 
 
+@runtime_checkable
+class SettlingModel(BatchModel, Protocol):
+    """A batch model that may hold applied batches back (audit gathers them into one large
+    DuckDB commit while catching up) until `settle`, which the runner calls once nothing more
+    is right behind them, after every batch once caught up (live batches already gather
+    `linger_s` of records), when no batch came for `linger_s`, and when it stops."""
+
+    def settle(self) -> Awaitable[None] | None: ...
+
+
 class StreamCounts(msgspec.Struct, kw_only=True):
     applied: int = 0
     malformed: int = 0
@@ -461,6 +471,10 @@ class ProjectionRunner:
         self._applied_counters = {  # per batch on the hot path: children looked up once
             stream: self.metrics.applied.labels(name, stream) for stream in self._followers
         }
+        self._settle = getattr(model, "settle", None) if self._apply_batch else None
+        self._unsettled = False
+        """Whether the model holds batches it was not told to settle."""
+        self._last_handed = 0.0
         for stream, follower in self._followers.items():
             self.metrics.lag.labels(name, stream).set_function(lambda f=follower: f.lag)
             self.metrics.position.labels(name, stream).set_function(lambda f=follower: f.applied)
@@ -536,6 +550,13 @@ class ProjectionRunner:
                 raise
         except Exception:  # kept in `failed` and logged by _run
             pass
+        if self._unsettled and self._failed is None:
+            try:
+                await self._settle_model()
+            except ModelFailedError as exc:
+                log.error(
+                    "model not settled at stop", extra={"projection": self.name, "error": str(exc)}
+                )
 
     async def wait(self) -> None:
         """Until the runner stops; raises `ModelFailedError` or `LogPositionError` if that is
@@ -602,7 +623,16 @@ class ProjectionRunner:
     async def _apply_loop(self) -> None:
         followers = list(self._followers.values())
         while True:
-            await self._wake.wait()
+            if not self._unsettled:
+                await self._wake.wait()
+            else:
+                idle = self._last_handed + self.linger_s - self.clock()
+                try:
+                    async with asyncio.timeout(max(idle, 0.0)):
+                        await self._wake.wait()
+                except TimeoutError:
+                    await self._settle_model()  # nothing came for a linger: make it visible
+                    continue
             if self._lingering(followers):
                 await asyncio.sleep(self.linger_s)  # let a trickle gather into one batch
             self._wake.clear()
@@ -667,6 +697,8 @@ class ProjectionRunner:
             append(LogRecord(stream, seq, subject, ts, event, data))
         if records:
             await self._hand_over(stream, records)
+            if self._settle is not None:
+                await self._settle_if_due()
         counts = follower.counts
         counts.applied += len(records)
         counts.malformed += malformed
@@ -678,6 +710,27 @@ class ProjectionRunner:
         if unknown:
             self.metrics.unknown.labels(*labels).inc(unknown)
         follower.after_apply(max(raws[-1][0], follower.applied), len(raws))
+
+    async def _settle_if_due(self) -> None:
+        """Settle once caught up, or when no record is known to be right behind (queued here
+        or pending on the server)."""
+        self._last_handed = self.clock()
+        self._unsettled = True
+        if self.caught_up or not any(f.ready or f.server_pending for f in self._followers.values()):
+            await self._settle_model()
+
+    async def _settle_model(self) -> None:
+        assert self._settle is not None
+        self._unsettled = False
+        try:
+            result = self._settle()
+            if inspect.isawaitable(result):
+                await result
+        except Exception as exc:
+            follower = next(iter(self._followers.values()))
+            raise ModelFailedError(
+                self.name, follower.stream, follower.applied, f"settle: {exc!r}"
+            ) from exc
 
     async def _hand_over(self, stream: str, records: list[LogRecord]) -> None:
         if self._apply_batch is not None:

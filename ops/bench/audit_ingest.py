@@ -24,6 +24,7 @@ from broker import streams, subjects
 from broker.server import EmbeddedNats
 from domain import codec
 from domain import events as ev
+from ops import runtime
 from projections.audit import AuditStore, audit_runner
 
 _T0 = datetime(2025, 3, 1, tzinfo=UTC)
@@ -126,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=200_000)
     args = parser.parse_args(argv)
+    runtime.tune_gc()  # as in `kubegate bench log`, which goes through ops.cli.main
+    runtime.use_uvloop()
     rate, cpu_us = asyncio.run(_measure(args.events, None))
     result = {
         "audit_ingest_events_per_s": round(rate),

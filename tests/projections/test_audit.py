@@ -213,6 +213,52 @@ def test_a_row_duckdb_refuses_is_kept_raw_and_the_rest_stored(tmp_path) -> None:
         assert store.positions() == {"control": 5}
 
 
+def test_staged_records_wait_for_the_commit_and_closing_commits_them(tmp_path) -> None:
+    path = tmp_path / "audit.duckdb"
+    records = [record(i + 1, e) for i, e in enumerate(users("stg", 6))]
+    with AuditStore(path) as store:
+        assert store.stage(records[:3]) == 3
+        assert store.stage(records[:5]) == 2  # staged records are not staged twice
+        assert store.positions() == {}
+        assert one(store, "SELECT count(*) FROM user_events") == (0,)
+        assert store.commit() == 5
+        assert store.positions() == {"control": 5}
+        assert one(store, "SELECT count(*), max(seq) FROM user_events") == (5, 5)
+        assert store.stage(records) == 1
+    with AuditStore(path) as store:
+        assert store.positions() == {"control": 6}
+        assert one(store, "SELECT count(*), count(DISTINCT seq) FROM user_events") == (6, 6)
+
+
+async def test_apply_batch_commits_once_commit_rows_are_staged(tmp_path) -> None:
+    records = [record(i + 1, e) for i, e in enumerate(users("cr", 5))]
+    with AuditStore(tmp_path / "audit.duckdb", commit_rows=4) as store:
+        await store.apply_batch(records[:3])
+        assert (store.positions(), store.staged_rows) == ({}, 3)
+        await store.apply_batch(records[3:])
+        assert (store.positions(), store.staged_rows) == ({"control": 5}, 0)
+        assert one(store, "SELECT count(*) FROM user_events") == (5,)
+
+
+def test_a_refused_row_in_a_commit_of_several_batches_loses_nothing(tmp_path) -> None:
+    path = tmp_path / "audit.duckdb"
+    records = [record(i + 1, e) for i, e in enumerate(users("rej2", 6))]
+    with AuditStore(path) as store:
+        store.write(records[:3])
+    con = duckdb.connect(str(path))
+    con.execute("UPDATE positions SET seq = 1")
+    con.close()
+    with AuditStore(path) as store:
+        store.stage(records[:2])
+        store.stage([*records[2:4], bad(5, b"not json")])
+        store.stage(records[5:])
+        assert store.commit() == 5
+        _, rows = store.query("SELECT seq, kind FROM raw_events ORDER BY seq")
+        assert rows == [(2, "rejected"), (3, "rejected"), (5, "malformed")]
+        assert one(store, "SELECT count(*), max(seq) FROM user_events") == (5, 6)
+        assert store.positions() == {"control": 6}
+
+
 def test_grants_view_computes_state_at_query_time(tmp_path) -> None:
     now = datetime.now(UTC)
 

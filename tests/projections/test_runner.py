@@ -303,3 +303,71 @@ async def test_linger_gathers_a_trickle_into_few_batches_in_order(evlog) -> None
         await eventually(lambda: len(model.records) == 20, lambda: f"{model.seqs()}")
         assert model.seqs() == list(range(1, 21))
         assert len(model.sizes) < 20, model.sizes
+
+
+class Settling(Batches):
+    """A batch model that holds batches back until the runner settles it (as audit does)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.settled: list[LogRecord] = []
+        self.settles = 0
+
+    def settle(self) -> None:
+        self.settles += 1
+        self.settled.extend(self.records[len(self.settled) :])
+
+
+async def test_a_settling_model_is_settled_when_caught_up_not_after_every_batch(evlog) -> None:
+    await publish_many(evlog.js, kubectl_requests("settle", 500))
+    model = Settling()
+    async with ProjectionRunner(
+        evlog.nc,
+        model,
+        name="s",
+        registry=CollectorRegistry(),
+        streams=("activity",),
+        batch_size=50,
+        linger_s=30.0,
+    ) as runner:
+        async with asyncio.timeout(20):
+            await runner.wait_caught_up()
+        assert [r.seq for r in model.settled] == list(range(1, 501))
+        assert model.settles < len(model.sizes), (model.settles, model.sizes)
+
+
+async def test_a_settling_model_is_settled_after_a_live_trickle(evlog) -> None:
+    model = Settling()
+    async with ProjectionRunner(
+        evlog.nc, model, name="s", registry=CollectorRegistry(), linger_s=0.2
+    ) as runner:
+        async with asyncio.timeout(20):
+            await runner.wait_caught_up()
+        for i in range(5):
+            await publish(evlog.js, users("live", 1, start=i))
+        await eventually(
+            lambda: len(model.settled) == 5, lambda: f"{len(model.settled)} of 5 settled"
+        )
+        assert [r.seq for r in model.settled] == list(range(1, 6))
+
+
+async def test_a_settling_model_is_settled_when_the_log_goes_quiet_behind_it(evlog) -> None:
+    # activity matches nothing here, yet the runner first counts its whole stream as pending:
+    # the control batch is held back until the runner goes idle, then settled
+    await publish_many(evlog.js, kubectl_requests("quiet", 200))
+    await publish(evlog.js, users("quiet", 5))
+    model = Settling()
+    async with ProjectionRunner(
+        evlog.nc,
+        model,
+        name="q",
+        registry=CollectorRegistry(),
+        streams=("control", "activity"),
+        filter_subjects={"activity": ["kg.act.nothing.>"]},
+        linger_s=0.2,
+        heartbeat_s=0.2,
+    ):
+        await eventually(
+            lambda: len(model.settled) == 5, lambda: f"{len(model.settled)} of 5 settled"
+        )
+        assert model.seqs() == [1, 2, 3, 4, 5]
