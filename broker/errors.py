@@ -113,6 +113,11 @@ class StreamAbortedError(StreamCancelledError):
     """The stream was cut on purpose (revocation, shutdown); `reason` says why."""
 
 
+class StreamRevokedError(StreamAbortedError):
+    """The relay cut the stream because the user's access to its cluster ended (it may apply
+    a revocation before the edge does); `reason` says why."""
+
+
 class RemoteStreamError(StreamError):
     """The relay reported a failure (`code` from `frames.ErrorCode`)."""
 

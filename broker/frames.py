@@ -49,7 +49,8 @@ Headers = Annotated[list[HeaderPair], Meta(max_length=MAX_HEADERS)]
 class ErrorCode:
     """Values of `Error.code`; the edge maps them to HTTP statuses / Kubernetes `Status`."""
 
-    ABORTED = "aborted"  # cut on purpose (revocation, shutdown): message is the reason
+    ABORTED = "aborted"  # cut on purpose (shutdown, an operator): message is the reason
+    REVOKED = "revoked"  # the user's access here ended (policy changed): message says why
     INTERNAL = "internal"  # the relay's handler failed
     UPSTREAM = "upstream"  # the relay could not reach or talk to the API server
     PROTOCOL = "protocol"  # a frame broke the protocol (sequence gap, credit overrun, bad frame)

@@ -33,6 +33,7 @@ from broker.errors import (
     StreamCancelledError,
     StreamError,
     StreamProtocolError,
+    StreamRevokedError,
     TransportClosedError,
 )
 from broker.transport_endpoint import Endpoint
@@ -123,7 +124,10 @@ class ClientStream(StreamBase):
             self._finish()
         elif isinstance(frame, frames.Error):
             failure: StreamError
-            if frame.code == frames.ErrorCode.ABORTED:
+            if frame.code == frames.ErrorCode.REVOKED:
+                failure = StreamRevokedError(self.id, frame.message, by_peer=True)
+                reason = "remote_abort"
+            elif frame.code == frames.ErrorCode.ABORTED:
                 failure = StreamAbortedError(self.id, frame.message, by_peer=True)
                 reason = "remote_abort"
             else:

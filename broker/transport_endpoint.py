@@ -134,23 +134,24 @@ class Endpoint:
         """Snapshots of the open streams, optionally only one user's."""
         return [s.snapshot() for s in self._streams.values() if user is None or s.open.user == user]
 
-    async def abort(self, stream_id: str, reason: str) -> bool:
-        """Cut one stream: the local side sees `StreamAbortedError`, the peer is told why."""
+    async def abort(
+        self, stream_id: str, reason: str, *, code: str = frames.ErrorCode.ABORTED
+    ) -> bool:
+        """Cut one stream: the local side sees `StreamAbortedError`, the peer is told why
+        (`code` `aborted`, or `revoked` when the user's access ended)."""
         stream = self._streams.get(stream_id)
         if stream is None:
             return False
         return await stream._abandon(
-            StreamAbortedError(stream_id, reason, by_peer=False),
-            "abort",
-            frames.ErrorCode.ABORTED,
-            reason,
+            StreamAbortedError(stream_id, reason, by_peer=False), "abort", code, reason
         )
 
     async def abort_user(self, user: str, reason: str) -> int:
-        """Cut every stream of `user` (revocation); returns how many were cut."""
+        """Cut every stream of `user` because their access ended (the peer is told `revoked`);
+        returns how many were cut."""
         cut = 0
         for stream in [s for s in self._streams.values() if s.open.user == user]:
-            cut += await self.abort(stream.id, reason)
+            cut += await self.abort(stream.id, reason, code=frames.ErrorCode.REVOKED)
         return cut
 
     # -- stream table ------------------------------------------------------------------------

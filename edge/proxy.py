@@ -75,6 +75,13 @@ class LiveRequest:
         for callback in self._on_cut:
             callback()
 
+    def note_relay_cut(self) -> None:
+        """The relay cut the stream because the user's access to its cluster ended (it applied
+        the change before this edge): record it as a cut, with the relay's reason."""
+        failure = self.stream.failure if self.stream is not None else None
+        if isinstance(failure, berr.StreamRevokedError):
+            self.cut(failure.reason)
+
 
 class LiveRequests:
     """Every proxied request in flight on this edge, by request id."""
@@ -224,6 +231,7 @@ class KubeProxy:
             raise
         finally:
             self.live.remove(live)
+            live.note_relay_cut()
             if live.cut_reason is not None:
                 ended_by = "revoked"
             self._emit_completed(
@@ -418,6 +426,7 @@ class KubeProxy:
     # -- helpers --------------------------------------------------------------------------
 
     def _stream_failure(self, live: LiveRequest, exc: berr.StreamError) -> tuple[int, str]:
+        live.note_relay_cut()
         if live.cut_reason is not None:
             return 403, f"access ended: {live.cut_reason}"
         if isinstance(exc, berr.PeerLostError):

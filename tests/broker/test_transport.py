@@ -30,6 +30,7 @@ from broker.errors import (
     StreamCancelledError,
     StreamClosedError,
     StreamProtocolError,
+    StreamRevokedError,
 )
 from broker.transport import (
     ClientStream,
@@ -572,9 +573,9 @@ async def test_abort_by_user_at_the_edge_and_at_the_relay(rig: Rig) -> None:
     await bob.send(b"still here")  # bob is untouched...
     assert await bob.read() == b"still here"
     assert await relay.abort_user("bob", "user disabled") == 1  # ...until the relay cuts him
-    with pytest.raises(StreamAbortedError) as err:
+    with pytest.raises(StreamRevokedError) as revoked:  # typed: his access ended there
         await bob.read()
-    assert err.value.by_peer and err.value.reason == "user disabled"
+    assert revoked.value.by_peer and revoked.value.reason == "user disabled"
     await eventually(lambda: bob.id in parked.cancelled, "bob's handler is cancelled")
 
 
@@ -589,6 +590,7 @@ async def test_relay_shutdown_aborts_its_streams(rig: Rig) -> None:
     with pytest.raises(StreamAbortedError) as err:
         await guarded(stream.read())
     assert err.value.by_peer
+    assert not isinstance(err.value, StreamRevokedError)  # a shutdown is not a revocation
 
 
 # -- liveness --------------------------------------------------------------------------------

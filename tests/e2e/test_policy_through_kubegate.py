@@ -127,6 +127,39 @@ def test_group_grant_lets_in_and_removal_cuts_watch_and_exec(
     assert {(v, s) for v, s, _ in ended} == {("watch", ""), ("create", "exec")}
 
 
+def test_a_cut_the_relay_applies_first_is_audited_as_a_revocation(
+    demo: RunningDemo, namespace: str, tmp_path: Path
+) -> None:
+    """A relay may apply a change that ends a user's access before the edge does: the edge
+    records that stream as revoked, with the relay's reason, not as a broken stream."""
+    user = uid("rhea")
+    ok(demo, "user", "add", user)
+    ok(demo, "grant", "--user", user, "--role", "view", "--cluster", "dev",
+       "--namespace", namespace)  # fmt: skip
+    rhea = user_kubectl(demo, user, "dev", tmp_path)
+    rhea("-n", namespace, "get", "configmaps")  # the first request provisions her account
+    watch = popen(rhea, "-n", namespace, "get", "configmaps", "-w")
+    try:
+        relay = demo.demo.relays["dev"].server
+        wait_for(lambda: relay.live_streams(user), "the watch to reach the relay")
+        reason = "access to cluster dev ended (test: the relay was first)"
+        assert demo.thread.run(relay.abort_user(user, reason), timeout=30) == 1
+        watch.wait(30)
+    finally:
+        if watch.poll() is None:
+            watch.kill()
+            watch.wait(10)
+    rows = wait_for(
+        lambda: demo.audit(
+            "SELECT ended_by, reason FROM kubectl_events WHERE user = ? AND "
+            "type = 'KubectlCompleted' AND verb = 'watch'",
+            [user],
+        ),
+        "the watch's completion in the audit store",
+    )
+    assert rows == [("revoked", reason)]
+
+
 def test_revocation_ends_logs_follow_and_port_forward(
     demo: RunningDemo, namespace: str, tmp_path: Path
 ) -> None:
