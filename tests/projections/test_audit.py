@@ -196,15 +196,20 @@ def test_malformed_and_unknown_go_to_raw_events(tmp_path) -> None:
         assert store.positions() == {"control": 4}
 
 
-def test_a_row_duckdb_refuses_is_kept_raw_and_the_rest_stored(tmp_path) -> None:
-    path = tmp_path / "audit.duckdb"
-    records = [record(i + 1, e) for i, e in enumerate(users("rej", 5))]
+def _stored_then_rewound(path, records: list) -> None:
+    """Store the first three `records`, then move the stored position back to 1: a position
+    behind the rows (as a restored backup might leave it) must not duplicate them."""
     with AuditStore(path) as store:
         store.write(records[:3])
-    # a position behind the rows (as a restored backup might leave it) must not duplicate them
     con = duckdb.connect(str(path))
     con.execute("UPDATE positions SET seq = 1")
     con.close()
+
+
+def test_a_row_duckdb_refuses_is_kept_raw_and_the_rest_stored(tmp_path) -> None:
+    path = tmp_path / "audit.duckdb"
+    records = [record(i + 1, e) for i, e in enumerate(users("rej", 5))]
+    _stored_then_rewound(path, records)
     with AuditStore(path) as store:
         assert store.write(records) == 4
         _, rows = store.query("SELECT seq, kind FROM raw_events ORDER BY seq")
@@ -243,11 +248,7 @@ async def test_apply_batch_commits_once_commit_rows_are_staged(tmp_path) -> None
 def test_a_refused_row_in_a_commit_of_several_batches_loses_nothing(tmp_path) -> None:
     path = tmp_path / "audit.duckdb"
     records = [record(i + 1, e) for i, e in enumerate(users("rej2", 6))]
-    with AuditStore(path) as store:
-        store.write(records[:3])
-    con = duckdb.connect(str(path))
-    con.execute("UPDATE positions SET seq = 1")
-    con.close()
+    _stored_then_rewound(path, records)
     with AuditStore(path) as store:
         store.stage(records[:2])
         store.stage([*records[2:4], bad(5, b"not json")])
