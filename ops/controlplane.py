@@ -252,6 +252,7 @@ class ControlPlaneService:
                     password=cred.password,
                     allow_reconnect=False,
                     connect_timeout=1,
+                    error_cb=_expected_refusal,
                 )
             except Exception:
                 await asyncio.sleep(0.05)
@@ -299,3 +300,8 @@ class ControlPlaneService:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+async def _expected_refusal(exc: Exception) -> None:
+    """nats-py's error callback for the accepted-yet? probes: a refusal while the server reloads
+    is expected and retried, not an error worth a traceback in the log."""

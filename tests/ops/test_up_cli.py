@@ -187,3 +187,23 @@ def test_relay_credentials_are_least_privileged(running, tmp_path: Path) -> None
 
     with pytest.raises(Exception, match="Authorization"):
         asyncio.run(anonymous())
+
+
+def test_demo_starts_clean_and_says_what_to_try(tmp_path: Path) -> None:
+    """`kubegate demo` is the first thing a newcomer runs: its output is the banner, not error
+    tracebacks (relay credentials are probed while NATS reloads; refusals then are expected)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ops.cli", "demo", "--dir", str(tmp_path / "demo"),
+         "--edge-port", "0", "--admin-port", "0"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        ready = wait_for_file(tmp_path / "demo" / "ready.json", proc, limit=180)
+        assert ready["edge_url"].startswith("https://")
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=60)
+    assert "kubegate demo is running" in out
+    assert "alice.kubeconfig" in out
+    errors = [line for line in (out + err).splitlines() if '"level": "error"' in line]
+    assert errors == []
