@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import nats
 
 from broker.server import EmbeddedNats
@@ -22,3 +24,24 @@ def test_start_stop_in_own_dir(tmp_path) -> None:
         assert server.running
         assert "jetstream" in server.config_path.read_text()
     assert not server.running
+
+
+def _environ(pid: int) -> dict[str, str]:
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        pairs = [item.split(b"=", 1) for item in f.read().split(b"\0") if b"=" in item]
+    return {k.decode(): v.decode() for k, v in pairs}
+
+
+def test_the_go_runtime_gets_half_the_cores_unless_told(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("GOMAXPROCS", raising=False)
+    with EmbeddedNats(data_dir=tmp_path / "half") as server:
+        assert server.process is not None
+        expected = str(max(1, (os.cpu_count() or 2) // 2))
+        assert _environ(server.process.pid)["GOMAXPROCS"] == expected
+    with EmbeddedNats(data_dir=tmp_path / "told", gomaxprocs=3) as server:
+        assert server.process is not None
+        assert _environ(server.process.pid)["GOMAXPROCS"] == "3"
+    monkeypatch.setenv("GOMAXPROCS", "7")  # an operator's setting wins over the default
+    with EmbeddedNats(data_dir=tmp_path / "env") as server:
+        assert server.process is not None
+        assert _environ(server.process.pid)["GOMAXPROCS"] == "7"
