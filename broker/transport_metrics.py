@@ -10,6 +10,8 @@ import weakref
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from broker.metric_children import Children
+
 
 class TransportMetrics:
     """The collectors; use `for_registry` rather than constructing twice on one registry."""
@@ -72,27 +74,17 @@ class RoleMetrics:
         self.credit_stalls = metrics.credit_stalls.labels(role)
         self.bytes_in = metrics.bytes.labels(role, "in")
         self.bytes_out = metrics.bytes.labels(role, "out")
-        self._frames: dict[tuple[str, str], Counter] = {}
-        self._rejected: dict[str, Counter] = {}
-        self._cancelled: dict[str, Counter] = {}
+        self._frames = Children(metrics.frames, role)
+        self._rejected = Children(metrics.rejected, role)
+        self._cancelled = Children(metrics.cancellations, role)
 
     def frame(self, direction: str, frame_type: str, size: int) -> None:
-        key = (direction, frame_type)
-        child = self._frames.get(key)
-        if child is None:
-            child = self._frames[key] = self._m.frames.labels(self.role, direction, frame_type)
-        child.inc()
+        self._frames(direction, frame_type).inc()
         (self.bytes_in if direction == "in" else self.bytes_out).inc(size)
 
     def rejected(self, reason: str) -> None:
-        child = self._rejected.get(reason)
-        if child is None:
-            child = self._rejected[reason] = self._m.rejected.labels(self.role, reason)
-        child.inc()
+        self._rejected(reason).inc()
 
     def cancelled(self, reason: str) -> None:
-        """Counted per stream; a revocation cuts many streams at once, hence the cache."""
-        child = self._cancelled.get(reason)
-        if child is None:
-            child = self._cancelled[reason] = self._m.cancellations.labels(self.role, reason)
-        child.inc()
+        """Counted per stream; a revocation cuts many streams at once."""
+        self._cancelled(reason).inc()

@@ -6,6 +6,8 @@ import weakref
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from broker.metric_children import Children
+
 _BY_REGISTRY: weakref.WeakKeyDictionary[CollectorRegistry, RelayMetrics] = (
     weakref.WeakKeyDictionary()
 )
@@ -70,15 +72,11 @@ class RelayMetrics:
             registry=registry,
         )
 
-        self._requests: dict[tuple[str, str], Counter] = {}
+        self._requests = Children(self.requests)
 
     def request(self, method: str, outcome: str) -> None:
         """Count one proxied request (children cached: a revocation ends many at once)."""
-        key = (method, outcome)
-        child = self._requests.get(key)
-        if child is None:
-            child = self._requests[key] = self.requests.labels(method, outcome)
-        child.inc()
+        self._requests(method, outcome).inc()
 
     @classmethod
     def for_registry(cls, registry: CollectorRegistry) -> RelayMetrics:
