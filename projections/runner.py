@@ -41,6 +41,7 @@ from nats.nuid import NUID
 from prometheus_client import CollectorRegistry
 
 from broker import subjects
+from broker.tasks import cancel_and_wait
 from domain import codec
 from domain.errors import MalformedEventError
 from projections.errors import LogPositionError, ModelFailedError
@@ -605,16 +606,9 @@ class ProjectionRunner:
         finally:
             self.caught_up_event.clear()
             self._stopping = True
-            # asyncio.wait_for (inside nats-py, Python 3.11) can swallow a cancellation: the
-            # stopping flag ends the loops, and a task still running is cancelled again
-            pending = set(tasks)
-            while pending:
-                for task in pending:
-                    task.cancel()
-                _, pending = await asyncio.wait(pending, timeout=1.0)
-            for task in tasks:
-                if not task.cancelled():
-                    task.exception()  # retrieved: reported above or irrelevant once stopping
+            # the stopping flag ends the loops; a task that swallowed its cancellation is
+            # cancelled again (exceptions: reported above or irrelevant once stopping)
+            await cancel_and_wait(*tasks, every_s=1.0)
             for follower in self._followers.values():
                 await follower.close()
 

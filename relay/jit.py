@@ -28,13 +28,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from broker.tasks import cancel_and_wait
 from domain import events
 from domain.policy.bindings import GRANT_LABEL, MANAGED_BY, OWNER_LABEL, BindingPlan
 from relay.errors import JitError, KubeApiError, KubeConflictError, NoAccessError, RelayError
 from relay.kube import KubeObjects, Object
 from relay.metrics import RelayMetrics
 from relay.plans import Planner, service_account_name
-from relay.tasks import cancel_and_wait
 
 log = logging.getLogger("kubegate.relay.jit")
 

@@ -14,11 +14,11 @@ import asyncio
 import logging
 from typing import Protocol
 
+from broker.tasks import cancel_and_wait
 from relay.errors import RelayError
 from relay.jit import JitAccounts
 from relay.metrics import RelayMetrics
 from relay.plans import Planner
-from relay.tasks import cancel_and_wait
 
 log = logging.getLogger("kubegate.relay.revocation")
 

@@ -1,10 +1,10 @@
-"""`relay.tasks.cancel_and_wait` ends a task even when it swallows a cancellation."""
+"""`broker.tasks.cancel_and_wait` ends a task even when it swallows a cancellation."""
 
 from __future__ import annotations
 
 import asyncio
 
-from relay.tasks import cancel_and_wait
+from broker.tasks import cancel_and_wait
 
 
 async def test_a_task_that_swallows_one_cancellation_is_still_stopped() -> None:
