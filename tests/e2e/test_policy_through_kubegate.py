@@ -61,6 +61,14 @@ def uid(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:6]}"
 
 
+def granted_user(demo: RunningDemo, prefix: str, *grant: str) -> str:
+    """A new user holding one grant (`grant`: the `kubegate grant` options after `--user`)."""
+    user = uid(prefix)
+    ok(demo, "user", "add", user)
+    ok(demo, "grant", "--user", user, *grant)
+    return user
+
+
 def user_kubectl(demo: RunningDemo, user: str, cluster: str, tmp_path: Path) -> Kubectl:
     path = tmp_path / f"{user}.kubeconfig"
     ok(demo, "kubeconfig", "--user", user, "--cluster", cluster, "-o", str(path))
@@ -132,10 +140,9 @@ def test_a_cut_the_relay_applies_first_is_audited_as_a_revocation(
 ) -> None:
     """A relay may apply a change that ends a user's access before the edge does: the edge
     records that stream as revoked, with the relay's reason, not as a broken stream."""
-    user = uid("rhea")
-    ok(demo, "user", "add", user)
-    ok(demo, "grant", "--user", user, "--role", "view", "--cluster", "dev",
-       "--namespace", namespace)  # fmt: skip
+    user = granted_user(
+        demo, "rhea", "--role", "view", "--cluster", "dev", "--namespace", namespace
+    )
     rhea = user_kubectl(demo, user, "dev", tmp_path)
     rhea("-n", namespace, "get", "configmaps")  # the first request provisions her account
     watch = popen(rhea, "-n", namespace, "get", "configmaps", "-w")
@@ -176,10 +183,7 @@ def test_revocation_ends_logs_follow_and_port_forward(
                         conn.sendall(data)
 
     threading.Thread(target=serve, daemon=True).start()
-    user = uid("pia")
-    ok(demo, "user", "add", user)
-    ok(demo, "grant", "--user", user, "--role", "edit", "--cluster", "dev",
-       "--namespace", namespace)  # fmt: skip
+    user = granted_user(demo, "pia", "--role", "edit", "--cluster", "dev", "--namespace", namespace)
     pia = user_kubectl(demo, user, "dev", tmp_path)
     forward_to = {"sim.kubegate.io/port-forward": f"7000=127.0.0.1:{echo.getsockname()[1]}"}
     pia("apply", "-f", "-", stdin=pod_manifest("talker", namespace, forward_to))
@@ -252,9 +256,7 @@ def test_time_bound_grant_expires_mid_watch(demo, namespace: str, tmp_path: Path
 
 
 def test_browser_only_user_is_refused_on_the_cli(demo: RunningDemo, tmp_path: Path) -> None:
-    user = uid("bea")
-    ok(demo, "user", "add", user)
-    ok(demo, "grant", "--user", user, "--role", "view", "--cluster", "dev")
+    user = granted_user(demo, "bea", "--role", "view", "--cluster", "dev")
     bea = user_kubectl(demo, user, "dev", tmp_path)
     assert bea.run("-n", "demo", "get", "pods").returncode == 0
     said = ok(demo, "kubectl", "browser-only", "--user", user, "--reason", "contractor")
@@ -295,9 +297,7 @@ def test_session_required_user_is_refused_after_logout(demo: RunningDemo, tmp_pa
 def test_after_revocation_old_kubeconfigs_stay_dead_and_a_new_one_works(
     demo: RunningDemo, tmp_path: Path
 ) -> None:
-    user = uid("rex")
-    ok(demo, "user", "add", user)
-    ok(demo, "grant", "--user", user, "--role", "view", "--cluster", "dev")
+    user = granted_user(demo, "rex", "--role", "view", "--cluster", "dev")
     (tmp_path / "old").mkdir()
     (tmp_path / "new").mkdir()
     old = user_kubectl(demo, user, "dev", tmp_path / "old")
@@ -315,9 +315,7 @@ def test_after_revocation_old_kubeconfigs_stay_dead_and_a_new_one_works(
 
 
 def test_kubectl_disabled_for_a_cluster(demo: RunningDemo, tmp_path: Path) -> None:
-    user = uid("kim")
-    ok(demo, "user", "add", user)
-    ok(demo, "grant", "--user", user, "--role", "view", "--cluster", "prod")
+    user = granted_user(demo, "kim", "--role", "view", "--cluster", "prod")
     kim = user_kubectl(demo, user, "prod", tmp_path)
     assert kim.run("-n", "demo", "get", "pods").returncode == 0
     ok(demo, "kubectl", "disable", "--user", user, "--reason", "maintenance")
@@ -432,9 +430,7 @@ def through_edge(k: Kubectl, edge_port: int, tmp_path: Path) -> Kubectl:
 def test_edge_cut_off_fails_closed_and_applies_revocations_before_serving_again(
     demo: RunningDemo, tmp_path: Path
 ) -> None:
-    user = uid("ula")
-    ok(demo, "user", "add", user)
-    ok(demo, "grant", "--user", user, "--role", "view", "--cluster", "dev")
+    user = granted_user(demo, "ula", "--role", "view", "--cluster", "dev")
     control = demo.demo.control
     nats_host, _, nats_port = control.nats_url.removeprefix("nats://").rpartition(":")
     link = CuttableLink(nats_host, int(nats_port))
