@@ -284,9 +284,9 @@ class AuditStore:
                 raise AuditError(f"cannot stage {family} rows: {exc}") from exc
         self._staged_raw.extend(raws)
         self._staged.update(last)
-        staged = sum(map(len, rows.values())) + len(raws)
-        self._staged_rows += staged
-        return staged
+        count = sum(map(len, rows.values())) + len(raws)
+        self._staged_rows += count
+        return count
 
     def _discard(self) -> None:
         """Forget what is staged (a failed stage or commit): the committed positions stay the
