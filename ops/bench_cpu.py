@@ -14,13 +14,23 @@ import resource
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds `pid` has used so far (0.0 once it is gone)."""
+def _stat(pid: int | str) -> tuple[str, list[str]] | None:
+    """`pid`'s command name and the /proc stat fields after it (None once it is gone)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
+            stat = f.read()
     except OSError:
+        return None
+    head, _, rest = stat.rpartition(")")
+    return head[head.index("(") + 1 :], rest.split()
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds `pid` has used so far (0.0 once it is gone)."""
+    found = _stat(pid)
+    if found is None:
         return 0.0
+    fields = found[1]
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
@@ -34,16 +44,8 @@ def child_pids(parent: int, name: str) -> list[int]:
     """Pids of `parent`'s children whose command name is `name` (e.g. its nats-server)."""
     found = []
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == parent and comm == name:
+        stat = _stat(entry) if entry.isdigit() else None
+        if stat is not None and stat[0] == name and int(stat[1][1]) == parent:
             found.append(int(entry))
     return found
 

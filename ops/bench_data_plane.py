@@ -16,7 +16,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import ssl
 import statistics
 import subprocess
@@ -32,6 +31,7 @@ from typing import Any
 import aiohttp
 import yaml
 
+from broker.server import free_port
 from ops.bench_cpu import CpuMeter, child_pids
 from ops.client import AdminClient
 from ops.config import AdminConfig
@@ -137,7 +137,7 @@ async def topology(base: Path) -> AsyncIterator[Topology]:
         user_kubeconfig.write_text(kc["kubeconfig"])
 
         progress("starting an edge (`kubegate edge`)")
-        edge_port = _free_port()
+        edge_port = free_port("127.0.0.1")
         edge = _kubegate(
             "edge",
             "--nats",
@@ -214,12 +214,6 @@ async def topology(base: Path) -> AsyncIterator[Topology]:
                 proc.wait(15)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _through_edge(kubeconfig: str, port: int) -> str:
