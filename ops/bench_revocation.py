@@ -62,6 +62,24 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+async def _worker(*args: str) -> asyncio.subprocess.Process:
+    """A worker process of this module (`--edge-worker` or `--worker` relays)."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ops.bench_revocation", *args,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+
+
+async def _ready(proc: asyncio.subprocess.Process, what: str, *, detail: bool = False) -> str:
+    """Wait for a worker's `ready` line (`ready <detail>`, an edge's URL, when `detail`)."""
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), 300)
+    word, _, rest = line.decode().strip().partition(" ")
+    if word != "ready" or bool(rest) != detail:
+        raise RuntimeError(f"{what} did not start: {line!r}")
+    return rest
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     from ops.sim.simulator import Simulator
 
@@ -114,35 +132,24 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         try:
             progress(f"starting {m} edges, a process each")
             for i in range(m):
-                proc = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "ops.bench_revocation", "--edge-worker",
-                    "--nats", server.url, "--pki", str(base / "pki"), "--first-index", str(i),
-                    stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                workers_procs.append(
+                    await _worker("--edge-worker", "--nats", server.url,
+                                  "--pki", str(base / "pki"), "--first-index", str(i))
                 )  # fmt: skip
-                workers_procs.append(proc)
             for proc in workers_procs:
-                assert proc.stdout is not None
-                line = await asyncio.wait_for(proc.stdout.readline(), 300)
-                if not line.startswith(b"ready "):
-                    raise RuntimeError(f"an edge did not start: {line!r}")
-                edge_urls.append(line.split()[1].decode())
+                edge_urls.append(await _ready(proc, "an edge", detail=True))
 
             workers = max(1, min(args.workers, n))
             progress(f"starting {n} relays in {workers} worker processes (one API server)")
             for w in range(workers):
-                mine = clusters[w::workers]
-                proc = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "ops.bench_revocation", "--worker",
-                    "--nats", server.url, "--kubeconfig", str(sim.kubeconfig_path),
-                    "--clusters", ",".join(mine), "--first-index", str(w),
-                    stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                workers_procs.append(
+                    await _worker("--worker", "--nats", server.url,
+                                  "--kubeconfig", str(sim.kubeconfig_path),
+                                  "--clusters", ",".join(clusters[w::workers]),
+                                  "--first-index", str(w))
                 )  # fmt: skip
-                workers_procs.append(proc)
             for proc in workers_procs[m:]:
-                assert proc.stdout is not None
-                line = await asyncio.wait_for(proc.stdout.readline(), 300)
-                if line.strip() != b"ready":
-                    raise RuntimeError(f"a relay worker did not start: {line!r}")
+                await _ready(proc, "a relay worker")
 
             progress(f"opening {n} watches for {USER}, spread over the edges")
             ended = 0
