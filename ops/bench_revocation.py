@@ -350,9 +350,8 @@ if __name__ == "__main__":
     parser.add_argument("--clusters")
     parser.add_argument("--pki")
     parser.add_argument("--first-index", type=int, default=0)
-    from ops.runtime import tune_gc, use_uvloop
+    from ops.runtime import setup_process
 
-    tune_gc()  # as in `kubegate relay` / `kubegate edge`, which go through ops.cli.main
-    use_uvloop()
+    setup_process()  # as in `kubegate relay` / `kubegate edge`, which go through ops.cli.main
     parsed = parser.parse_args()
     asyncio.run(edge_worker(parsed) if parsed.edge_worker else worker(parsed))

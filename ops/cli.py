@@ -30,8 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    runtime.tune_gc()
-    runtime.use_uvloop()
+    runtime.setup_process()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -127,8 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=200_000)
     args = parser.parse_args(argv)
-    runtime.tune_gc()  # as in `kubegate bench log`, which goes through ops.cli.main
-    runtime.use_uvloop()
+    runtime.setup_process()  # as in `kubegate bench log`, which goes through ops.cli.main
     rate, cpu_us = asyncio.run(_measure(args.events, None))
     result = {
         "audit_ingest_events_per_s": round(rate),
