@@ -18,6 +18,7 @@ optional fields without breaking an older one; incompatible changes bump `PROTOC
 
 from __future__ import annotations
 
+import typing
 from typing import Annotated, Final
 
 import msgspec
@@ -165,6 +166,11 @@ RELAY_TO_EDGE: Final = (Head, ResponseChunk, End, Window, Error)
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Frame)
+
+
+def frame_type_names() -> list[str]:
+    """Every frame type's wire tag."""
+    return [cls.__struct_config__.tag for cls in typing.get_args(Frame)]  # type: ignore[misc]
 
 
 def frame_type(frame: Frame) -> str:

@@ -10,7 +10,17 @@ import weakref
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from broker import frames
 from broker.metric_children import Children
+
+FRAME_TYPES = tuple(frames.frame_type_names())
+CANCEL_REASONS = (
+    "cancel", "abort", "remote_cancel", "remote_abort", "remote_error",
+    "shutdown", "transport", "peer_lost", "protocol",
+)  # fmt: skip
+"""Every `reason` a stream is cancelled with (`StreamBase._fail` callers)."""
+REJECT_REASONS = ("malformed", "oversize", "protocol", "unknown_stream", "internal")
+"""Every `reason` a received frame is rejected with."""
 
 
 class TransportMetrics:
@@ -74,9 +84,13 @@ class RoleMetrics:
         self.credit_stalls = metrics.credit_stalls.labels(role)
         self.bytes_in = metrics.bytes.labels(role, "in")
         self.bytes_out = metrics.bytes.labels(role, "out")
-        self._frames = Children(metrics.frames, role)
-        self._rejected = Children(metrics.rejected, role)
-        self._cancelled = Children(metrics.cancellations, role)
+        # every known label value up front: the series exist (at 0) from the start, and the
+        # first revocation, which ends many streams at once, creates no children on its path
+        self._frames = Children(metrics.frames, role).warm(
+            (d, t) for d in ("in", "out") for t in FRAME_TYPES
+        )
+        self._rejected = Children(metrics.rejected, role).warm((r,) for r in REJECT_REASONS)
+        self._cancelled = Children(metrics.cancellations, role).warm((r,) for r in CANCEL_REASONS)
 
     def frame(self, direction: str, frame_type: str, size: int) -> None:
         self._frames(direction, frame_type).inc()

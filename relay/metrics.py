@@ -13,6 +13,11 @@ _BY_REGISTRY: weakref.WeakKeyDictionary[CollectorRegistry, RelayMetrics] = (
 )
 
 
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+EARLY_OUTCOMES = ("aborted", "no_access", "not_ready", "upstream_error")
+"""Request outcomes other than an HTTP status."""
+
+
 class RelayMetrics:
     """Requests, upstream latency, JIT provisioning, sweeps and revocations."""
 
@@ -72,7 +77,10 @@ class RelayMetrics:
             registry=registry,
         )
 
-        self._requests = Children(self.requests)
+        # created up front (series at 0): one revocation aborts many streams at once
+        self._requests = Children(self.requests).warm(
+            (method, outcome) for method in METHODS for outcome in EARLY_OUTCOMES
+        )
 
     def request(self, method: str, outcome: str) -> None:
         """Count one proxied request (children cached: a revocation ends many at once)."""
