@@ -9,6 +9,7 @@ not an error: reads return None and deletes return False.
 from __future__ import annotations
 
 import json
+import urllib.request
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -37,6 +38,29 @@ KINDS: dict[str, _Kind] = {
     "ClusterRoleBinding": _Kind("rbac", "cluster_role_binding", False),
     "RoleBinding": _Kind("rbac", "role_binding", True, "list_role_binding_for_all_namespaces"),
 }
+
+
+def without_env_lookups(api_client: client.ApiClient) -> None:
+    """Stop kubernetes-asyncio's session from consulting the environment on every call.
+
+    Its session is made with `trust_env=True`, so for each API call aiohttp looks up `~/.netrc`
+    and the proxy variables, each in a worker thread: two thread hand-offs per call, on every
+    JIT provisioning and RBAC clean-up. Worse, a netrc entry for the API server's host makes
+    every call fail: aiohttp refuses to add its login to a request that already carries the
+    relay's bearer token. The session is replaced by one on the same connector that does
+    neither, unless the environment names a proxy, which is then still honoured. Call inside
+    the event loop, before the first call.
+    """
+    if urllib.request.getproxies():
+        return
+    rest = api_client.rest_client
+    old = rest.pool_manager
+    rest.pool_manager = aiohttp.ClientSession(
+        connector=old.connector,
+        trust_env=False,
+        read_bufsize=2**21,  # as kubernetes-asyncio
+    )
+    old.detach()  # the connector now belongs to the new session
 
 
 class KubeObjects:

@@ -40,7 +40,7 @@ from projections.policy import PolicyProjection
 from relay.agent import RelayAgent
 from relay.errors import ApiServerUnavailableError, KubeApiError, RelayConfigError
 from relay.jit import MIN_TOKEN_TTL, JitAccounts
-from relay.kube import KubeObjects
+from relay.kube import KubeObjects, without_env_lookups
 from relay.metrics import RelayMetrics
 from relay.plans import Planner
 from relay.probes import ProbeServer
@@ -210,6 +210,7 @@ class RelayService:
             )
         cfg = await load_kube_configuration(s.kubeconfig, s.context)
         self.api_client = kclient.ApiClient(configuration=cfg)
+        without_env_lookups(self.api_client)
         self.kube = KubeObjects(self.api_client)
         try:
             found = await self.kube.server_version()
