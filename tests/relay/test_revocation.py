@@ -93,6 +93,37 @@ async def _gone(admin: SimAdmin, user: str) -> bool:
     return await _sa(admin, user) is None
 
 
+async def test_a_pending_rbac_clean_up_never_holds_up_the_next_cut(
+    nc: Client,
+    edge: EdgeClient,
+    sim: SimRunner,
+    admin: SimAdmin,
+    policy: Policy,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The clean-up after the first revocation waits (here: an hour); the second user's watch
+    is still cut as soon as the second revocation arrives."""
+    import relay.revocation
+
+    monkeypatch.setattr(relay.revocation, "RECONCILE_AFTER_S", 3600.0)
+    cluster, users = policy.name("c"), [policy.name("amy"), policy.name("ben")]
+    await policy.cluster(cluster)
+    for user in users:
+        await policy.user(user)
+        await policy.grant(f"g-{user}", user, "view", cluster)
+    async with new_relay(nc, sim, cluster):
+        watches = [await open_watch(edge, cluster, u, "/api/v1/namespaces") for u in users]
+        for watch in watches:
+            assert (await asyncio.wait_for(watch.response_head(), WAIT)).status == 200
+        for user, watch in zip(users, watches, strict=True):
+            async with watch:
+                await policy.revoke(f"g-{user}")
+                with pytest.raises(StreamAbortedError):
+                    while await asyncio.wait_for(watch.read(), WAIT) is not None:
+                        pass
+        assert await _sa(admin, users[0]) is not None  # its clean-up is still waiting
+
+
 async def test_disabled_user_is_removed_with_reason_revoked(
     nc: Client, edge: EdgeClient, sim: SimRunner, admin: SimAdmin, policy: Policy
 ) -> None:
