@@ -217,7 +217,14 @@ class Upstream:
                 raise UpstreamError(f"kube-apiserver stream broke: {_describe(exc)}") from exc
 
         async def release() -> None:
-            resp.close()  # closes the connection unless the body was read to its end
+            # A body read to its end has already given its connection back to the pool. One
+            # left mid-way (a cut watch, a cancelled request) cannot be reused: drop it at once
+            # rather than negotiate a TLS close with the API server, which costs both sides a
+            # read and a write per connection (a revocation cuts many at once).
+            conn = resp.connection
+            if conn is not None and conn.transport is not None:
+                conn.transport.abort()
+            resp.close()
 
         out_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in resp.raw_headers]
         return UpstreamResponse(resp.status, out_headers, chunks(), _release=[release])
