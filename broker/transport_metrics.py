@@ -77,7 +77,6 @@ class RoleMetrics:
     """The collectors bound to one role (`edge` or `relay`), children cached for the hot path."""
 
     def __init__(self, metrics: TransportMetrics, role: str) -> None:
-        self._m = metrics
         self.role = role
         self.streams_open = metrics.streams_open.labels(role)
         self.streams_opened = metrics.streams_opened.labels(role)
