@@ -171,6 +171,14 @@ class Policy:
             )
         )
 
+    async def granted_user(self, role: str = "view") -> tuple[str, str]:
+        """A new cluster and a new user with `role` on it: (cluster, user)."""
+        cluster, user = self.name("c"), self.name("u")
+        await self.user(user)
+        await self.cluster(cluster)
+        await self.grant(self.name("g"), user, role, cluster)
+        return cluster, user
+
     async def revoke(self, grant_id: str) -> None:
         await self.append(ev.GrantRevoked(**self._envelope(), grant_id=grant_id, reason="test"))
 

@@ -81,10 +81,7 @@ async def test_a_relay_provisions_and_serves_with_a_netrc_entry_for_its_api_serv
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("NETRC", str(_netrc_for_loopback(tmp_path)))
-    cluster, user = policy.name("c"), policy.name("u")
-    await policy.user(user)
-    await policy.cluster(cluster)
-    await policy.grant(policy.name("g"), user, "view", cluster)
+    cluster, user = await policy.granted_user()
     async with new_relay(nc, sim, cluster):
         answer = await request(edge, cluster, user, "GET", "/api/v1/namespaces")
     assert answer.status == 200, answer.body

@@ -27,18 +27,10 @@ ROOT = Path(__file__).resolve().parents[2]
 WAIT = 30.0
 
 
-async def _seed(policy: Policy, role: str = "view") -> tuple[str, str]:
-    cluster, user = policy.name("c"), policy.name("u")
-    await policy.user(user)
-    await policy.cluster(cluster)
-    await policy.grant(policy.name("g"), user, role, cluster)
-    return cluster, user
-
-
 async def test_two_replicas_share_requests_and_provision_once(
     nc: Client, edge: EdgeClient, sim: SimRunner, admin: SimAdmin, policy: Policy
 ) -> None:
-    cluster, user = await _seed(policy)
+    cluster, user = await policy.granted_user()
     async with new_relay(nc, sim, cluster) as one, new_relay(nc, sim, cluster) as two:
         served: Counter[str] = Counter()
 
@@ -123,7 +115,7 @@ async def _start_process(processes: list[RelayProcess], *args: str) -> RelayProc
 async def test_killed_relay_fails_the_watch_and_a_restarted_one_serves(
     nats_url: str, edge: EdgeClient, sim: SimRunner, policy: Policy, processes: list[RelayProcess]
 ) -> None:
-    cluster, user = await _seed(policy)
+    cluster, user = await policy.granted_user()
     args = ("--cluster", cluster, "--nats", nats_url, "--kubeconfig", sim.kubeconfig,
             "--log-level", "warning")  # fmt: skip
     first = await _start_process(processes, *args)
@@ -150,7 +142,7 @@ async def test_cli_serves_metrics_and_health(
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cluster, user = await _seed(policy)
+    cluster, user = await policy.granted_user()
     await _start_process(
         processes, "--cluster", cluster, "--nats", nats_url, "--kubeconfig", sim.kubeconfig,
         "--log-level", "warning", "--metrics-host", "127.0.0.1", "--metrics-port", str(port),
@@ -217,7 +209,7 @@ async def test_api_server_down_gives_a_clean_upstream_error(
 ) -> None:
     own = SimRunner(tmp_path / "sim")
     try:
-        cluster, user = await _seed(policy)
+        cluster, user = await policy.granted_user()
         async with new_relay(nc, own, cluster):
             assert (await request(edge, cluster, user, "GET", "/api/v1/namespaces")).status == 200
             own.stop()
@@ -236,7 +228,7 @@ async def test_api_server_down_gives_a_clean_upstream_error(
 async def test_stale_policy_refuses_to_serve(
     nc: Client, edge: EdgeClient, sim: SimRunner, policy: Policy
 ) -> None:
-    cluster, user = await _seed(policy)
+    cluster, user = await policy.granted_user()
     async with new_relay(nc, sim, cluster, staleness_bound_s=0.0):
         with pytest.raises(RemoteStreamError) as refused:
             await request(edge, cluster, user, "GET", "/api/v1/namespaces")
@@ -247,7 +239,7 @@ async def test_stale_policy_refuses_to_serve(
 async def test_shutdown_lets_in_flight_streams_finish(
     nc: Client, edge: EdgeClient, sim: SimRunner, policy: Policy
 ) -> None:
-    cluster, user = await _seed(policy)
+    cluster, user = await policy.granted_user()
     relay = new_relay(nc, sim, cluster, drain_s=20.0)
     await relay.start()
     try:
