@@ -221,16 +221,20 @@ class ConsoleSessions:
     # --- ending ----------------------------------------------------------------------------
 
     async def logout(self, token: str) -> OpenSession:
+        """End the token's session; returns once this replica refuses the token (the end is in
+        its session book and policy), so a caller's next request cannot still get through."""
         found = self.find(token)
         if found is None:
             raise SessionInvalidError("not a console session token, or the session has ended")
-        await asyncio.to_thread(
+        result = await asyncio.to_thread(
             self.control.end_console_session,
             found.session_id,
             actor=found.user,
             command_id=f"session-logout:{found.session_id}",
             reason="logout",
         )
+        if result.positions:
+            await self.visible(max(result.positions))
         return found
 
     def due(self, now: datetime) -> list[tuple[OpenSession, str]]:

@@ -127,11 +127,21 @@ async def test_logout_ends_the_session(rig: Rig) -> None:
     ended = (await rig.logged("session", session_id))[-1]
     assert isinstance(ended, events.ConsoleSessionEnded) and ended.reason == "logout"
     assert ended.actor == user
-    await eventually(lambda: rig.identity.book.get(session_id) is None, "the end in the book")
+    assert rig.identity.book.get(session_id) is None, "the end is in the book"
     assert await whoami(rig, token) == 401
     again = await rig.call("POST", "/v1/logout", token=token)
     assert again.status == 401
     assert await whoami(rig, other_token) == 200, "other sessions of the user stay"
+
+
+async def test_a_token_is_refused_as_soon_as_its_logout_returns(rig: Rig) -> None:
+    _, token, session_id = await session_of(rig)
+    for _ in range(10):
+        await rig.identity.sessions.logout(token)
+        assert rig.identity.sessions.find(token) is None, "the end is in the session book"
+        record = rig.replicas[0].policy.state.sessions.get(session_id)
+        assert record is None or not record.live_at(rig.clock.now, None), "and in the policy"
+        _, token, session_id = await session_of(rig)
 
 
 async def test_logout_without_a_session_token(rig: Rig) -> None:
