@@ -16,6 +16,7 @@ from typing import Any
 import nats
 from nats.aio.client import Client
 
+from broker import nats_parser
 from broker.auth import connect_options
 from broker.errors import NatsUnavailableError
 
@@ -87,6 +88,7 @@ async def connect(
     settings.update(opts)
 
     nc = Client()
+    nats_parser.install(nc)
     try:
         await asyncio.wait_for(nc.connect(**settings), timeout=start_timeout)
     except (TimeoutError, OSError, nats.errors.Error) as exc:

@@ -1,0 +1,163 @@
+"""Our NATS protocol parser against nats-py's own: the same calls into the client for the same
+bytes, however the reads split them; and large messages with headers through a real server."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from nats.aio.client import Client
+from nats.errors import ProtocolError
+from nats.protocol import parser as stock
+
+from broker import nats_parser
+from broker.connection import connect
+
+BIG = os.urandom(300_000)
+"""Longer than nats-py's 32 KiB reads, so a payload spans many of them."""
+
+STREAM = b"".join(
+    [
+        b'INFO {"server_id":"x","max_payload":1048576}\r\n',
+        b"+OK\r\n",
+        b"PING\r\n",
+        b"MSG a.b 1 5\r\nhello\r\n",
+        b"MSG a.b 2 _INBOX.x 0\r\n\r\n",
+        b"PONG\r\n",
+        b"MSG a.b  3   reply.to   12\r\nMSG x 1 2\r\n\r\n",  # a payload that looks like protocol
+        b"HMSG a.c 4 18 23\r\nNATS/1.0\r\nK: v\r\n\r\nhello\r\n",
+        b"HMSG a.c 5 in.box 12 12\r\nNATS/1.0\r\n\r\n\r\n",
+        b"-ERR 'Permissions Violation for Subscription'\r\n",
+        b"MSG big 6 %d\r\n" % len(BIG),
+        BIG,
+        b"\r\n",
+        b"HMSG big 7 r 18 %d\r\nNATS/1.0\r\nK: v\r\n\r\n" % (18 + len(BIG)),
+        BIG,
+        b"\r\n",
+        b"PING\r\n",
+    ]
+)
+
+
+class Recorder:
+    """Stands in for the nats-py client a parser calls back into; records the calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    async def _process_msg(self, sid: int, subject: Any, reply: Any, data: Any, hdr: Any) -> None:
+        self.calls.append(
+            ("msg", sid, bytes(subject), bytes(reply), bytes(data), hdr and bytes(hdr))
+        )
+        assert type(data) is bytes and (hdr is None or type(hdr) is bytes)
+
+    async def _process_err(self, message: str) -> None:
+        self.calls.append(("err", message))
+
+    async def _process_ping(self) -> None:
+        self.calls.append(("ping",))
+
+    async def _process_pong(self) -> None:
+        self.calls.append(("pong",))
+
+    async def _process_info(self, info: dict[str, Any]) -> None:
+        self.calls.append(("info", info))
+
+
+async def calls_of(make: type[stock.Parser], reads: list[bytes]) -> list[tuple[Any, ...]]:
+    client = Recorder()
+    parser = make(client)
+    for read in reads:
+        await parser.parse(read)
+    return client.calls
+
+
+def split(data: bytes, cuts: list[int]) -> list[bytes]:
+    edges = [0, *sorted(set(cuts)), len(data)]
+    return [data[a:b] for a, b in itertools.pairwise(edges) if b > a]
+
+
+async def test_the_stream_in_one_read_gives_what_nats_py_gives() -> None:
+    expected = await calls_of(stock.Parser, [STREAM])
+    assert [c[0] for c in expected].count("msg") == 7
+    assert await calls_of(nats_parser.Parser, [STREAM]) == expected
+
+
+async def test_split_in_two_at_every_place_around_the_control_lines() -> None:
+    expected = await calls_of(stock.Parser, [STREAM])
+    first, second = STREAM.index(b"MSG big"), STREAM.index(b"HMSG big")
+    places = [*range(1, first + 40), *range(second - 40, second + 80)]
+    places += range(len(STREAM) - 40, len(STREAM))
+    for cut in places:
+        assert await calls_of(nats_parser.Parser, split(STREAM, [cut])) == expected, cut
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=len(STREAM) - 1), max_size=40))
+async def test_any_split_into_reads(cuts: list[int]) -> None:
+    expected = await calls_of(stock.Parser, [STREAM])
+    assert await calls_of(nats_parser.Parser, split(STREAM, cuts)) == expected
+
+
+async def test_the_reads_nats_py_makes() -> None:
+    reads = [STREAM[i : i + 32768] for i in range(0, len(STREAM), 32768)]
+    assert await calls_of(nats_parser.Parser, reads) == await calls_of(stock.Parser, [STREAM])
+
+
+@pytest.mark.parametrize(
+    "garbage", [b"BOGUS line\r\n", b"MSG a.b 1 5\r\nhello\r\nWHAT\r\n", b"MSG a b x\r\n\r\n"]
+)
+async def test_unknown_protocol_is_an_error_as_in_nats_py(garbage: bytes) -> None:
+    for make in (stock.Parser, nats_parser.Parser):
+        with pytest.raises(ProtocolError):
+            await calls_of(make, [garbage])
+
+
+async def test_an_incomplete_control_line_waits_for_more() -> None:
+    reads = [b"MSG a.b 1", b" 5\r\nhel", b"lo\r\nPI", b"NG\r\n"]
+    got = await calls_of(nats_parser.Parser, reads)
+    assert got == [("msg", 1, b"a.b", b"", b"hello", None), ("ping",)]
+
+
+async def test_reset_drops_a_half_read_message() -> None:
+    client = Recorder()
+    parser = nats_parser.Parser(client)
+    await parser.parse(b"MSG a.b 1 10\r\nhalf")
+    parser.reset()
+    await parser.parse(b"PING\r\n")
+    assert client.calls == [("ping",)]
+
+
+async def test_connections_use_it(nats_url: str) -> None:
+    nc = await connect(nats_url, name="t")
+    try:
+        assert type(nc._ps) is nats_parser.Parser
+    finally:
+        await nc.close()
+
+
+async def test_large_requests_with_headers_through_a_real_server(nats_url: str) -> None:
+    served: Client = await connect(nats_url, name="t-served")
+    asking: Client = await connect(nats_url, name="t-asking")
+    try:
+
+        async def echo(msg: Any) -> None:
+            await msg.respond(msg.data[::-1])
+
+        await served.subscribe("parser.echo", cb=echo)
+        await served.flush()
+        for size in (0, 1, 32767, 32768, 300_000, 1_000_000):
+            body = os.urandom(size)
+            got = await asking.request("parser.echo", body, timeout=10, headers={"K": str(size)})
+            assert got.data == body[::-1]
+        sub = await asking.subscribe("parser.hdr")
+        await served.publish("parser.hdr", BIG, headers={"Kubegate-Test": "yes"})
+        msg = await sub.next_msg(timeout=10)
+        assert msg.data == BIG and msg.headers == {"Kubegate-Test": "yes"}
+    finally:
+        await served.close()
+        await asking.close()
