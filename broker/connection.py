@@ -16,9 +16,9 @@ from typing import Any
 import nats
 from nats.aio.client import Client
 
-from broker import nats_parser
 from broker.auth import connect_options
 from broker.errors import NatsUnavailableError
+from broker.nats_client import NatsClient
 
 log = logging.getLogger("kubegate.broker.connection")
 
@@ -87,8 +87,7 @@ async def connect(
         settings.update(connect_options(creds))
     settings.update(opts)
 
-    nc = Client()
-    nats_parser.install(nc)
+    nc = NatsClient()
     try:
         await asyncio.wait_for(nc.connect(**settings), timeout=start_timeout)
     except (TimeoutError, OSError, nats.errors.Error) as exc:

@@ -7,7 +7,7 @@ it streamed a large list (perf). This parser keeps the reads as they come, slice
 out of them in place, and joins each payload from the reads it spans once.
 
 It stands in for `nats.protocol.parser.Parser` (same `parse` / `reset` and the same calls into
-the client), installed by `install(nc)` before the client connects. Its behaviour is pinned to
+the client), installed by `broker.nats_client.NatsClient`. Its behaviour is pinned to
 nats-py's by a test that feeds both the same byte streams, split at every place.
 """
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from typing import Any
 
 from nats.errors import ProtocolError
 from nats.protocol import parser as stock
@@ -146,8 +145,3 @@ class Parser(stock.Parser):
             raise ProtocolError("nats: unknown protocol")
         self.buf = bytearray(pending)
         return -1
-
-
-def install(nc: Any) -> None:
-    """Make `nc` (a nats-py client, not yet connected) parse with this module's parser."""
-    nc._ps = Parser(nc)

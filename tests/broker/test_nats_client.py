@@ -1,5 +1,6 @@
-"""Our NATS protocol parser against nats-py's own: the same calls into the client for the same
-bytes, however the reads split them; and large messages with headers through a real server."""
+"""Our nats-py client against nats-py's own: the parser makes the same calls into the client
+for the same bytes however the reads split them, PUB commands are the same bytes, and large
+messages, with and without headers, cross a real server both ways."""
 
 from __future__ import annotations
 
@@ -7,15 +8,18 @@ import itertools
 import os
 from typing import Any
 
+import nats
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from nats.aio.client import Client
 from nats.errors import ProtocolError
+from nats.protocol import command as stock_command
 from nats.protocol import parser as stock
 
 from broker import nats_parser
 from broker.connection import connect
+from broker.nats_client import NatsClient, pub_command
 
 BIG = os.urandom(300_000)
 """Longer than nats-py's 32 KiB reads, so a payload spans many of them."""
@@ -135,9 +139,37 @@ async def test_reset_drops_a_half_read_message() -> None:
 async def test_connections_use_it(nats_url: str) -> None:
     nc = await connect(nats_url, name="t")
     try:
-        assert type(nc._ps) is nats_parser.Parser
+        assert type(nc) is NatsClient and type(nc._ps) is nats_parser.Parser
     finally:
         await nc.close()
+
+
+@pytest.mark.parametrize("reply", ["", "_INBOX.abc.1"])
+@pytest.mark.parametrize("payload", [b"", b"x", b"\r\n", BIG])
+def test_pub_commands_are_nats_py_bytes(reply: str, payload: bytes) -> None:
+    expected = stock_command.pub_cmd("kg.frames.c1.s", reply, payload)
+    assert pub_command("kg.frames.c1.s", reply, payload) == expected
+
+
+async def test_what_we_publish_reaches_a_stock_client(nats_url: str) -> None:
+    ours = await connect(nats_url, name="t-ours")
+    stock_client = await nats.connect(nats_url)
+    try:
+        sub = await stock_client.subscribe("parser.pub")
+        await stock_client.flush()
+        sizes = (0, 1, 32768, 300_000, 1_000_000)
+        bodies = [os.urandom(size) for size in sizes]
+        for body in bodies:
+            await ours.publish("parser.pub", body, reply="parser.reply")
+        await ours.publish("parser.pub", BIG, headers={"K": "v"})
+        for body in bodies:
+            msg = await sub.next_msg(timeout=10)
+            assert (msg.data, msg.reply) == (body, "parser.reply")
+        msg = await sub.next_msg(timeout=10)
+        assert msg.data == BIG and msg.headers == {"K": "v"}
+    finally:
+        await ours.close()
+        await stock_client.close()
 
 
 async def test_large_requests_with_headers_through_a_real_server(nats_url: str) -> None:
