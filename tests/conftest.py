@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 import urllib.error
 import urllib.request
@@ -13,6 +14,19 @@ from pathlib import Path
 import pytest
 
 from broker.server import EmbeddedNats, start_cluster
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Keystroke signals as at an interactive terminal, in every test process (xdist workers
+    included). A runner that starts the suite as a background job (`bash script &`) has SIGINT
+    and SIGQUIT ignored, and every process the tests start inherits that: a browser-shell test's
+    ^C then reached a kubectl that had not yet installed its own handler and was lost. (A
+    `kubegate` server installs SIGINT and SIGTERM handlers, so its shells' commands start with
+    the default action.)"""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGQUIT) == signal.SIG_IGN:
+        signal.signal(signal.SIGQUIT, signal.SIG_DFL)
 
 
 @pytest.fixture(scope="session")

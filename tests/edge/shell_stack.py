@@ -272,12 +272,18 @@ class ShellClient:
 
     async def until(self, marker: bytes, start: int, within: float = 60) -> int:
         """Read until `marker` appears at or after `start`; returns where it ends."""
-        async with asyncio.timeout(within):
-            while (at := self.raw.find(marker, start)) < 0:
-                if not await self._receive():
-                    raise AssertionError(
-                        f"closed ({self.close_code}) before {marker!r}: {plain(self.raw[start:])}"
-                    )
+        try:
+            async with asyncio.timeout(within):
+                while (at := self.raw.find(marker, start)) < 0:
+                    if not await self._receive():
+                        raise AssertionError(
+                            f"closed ({self.close_code}) before {marker!r}: "
+                            f"{plain(self.raw[start:])}"
+                        )
+        except TimeoutError:
+            raise AssertionError(
+                f"no {marker!r} within {within}s; the terminal showed: {plain(self.raw[start:])!r}"
+            ) from None
         return at + len(marker)
 
     async def type(self, data: bytes) -> None:
