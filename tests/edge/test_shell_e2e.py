@@ -229,7 +229,13 @@ async def test_logout_closes_the_shell_and_its_certificate_stops_working(
 
         start = len(shell.raw)
         await shell.type(f"kubectl get pods -n {ns} -w\r".encode())
-        await shell.until(b"box", start + 10)  # the watch is running
+        await shell.until(b"box", start + 10)  # the list before the watch
+        await stack.audit_until(  # both watches have reached the edge
+            "SELECT seq FROM kubectl_events WHERE type = 'KubectlRequested' "
+            "AND \"user\" = ? AND verb = 'watch'",
+            [user],
+            lambda rows: len(rows) >= 2,
+        )
         await stack.logout(token)  # POST /v1/logout, as the console does
         code = await shell.wait_closed()
         assert code == 4410
