@@ -109,16 +109,24 @@ class Parser(stock.Parser):
                     self.needed = int(needed)
                 except ValueError as exc:
                     raise ProtocolError("nats: malformed MSG") from exc
-                self.state = stock.AWAITING_MSG_PAYLOAD
                 pos = m.end()
-                if end - pos < self.needed + len(CRLF):
+                needed = self.needed
+                if end - pos < needed + len(CRLF):
+                    self.state = stock.AWAITING_MSG_PAYLOAD
                     self._parts = [memoryview(view)[pos:]] if pos < end else []
                     self._have = end - pos
                     return
-                rest = await self._payload([memoryview(view)[pos:]])
-                if not rest:
-                    return
-                view, pos, end = rest[0], 0, len(rest[0])
+                # the whole message is in this read: slice it out (one copy), stay in place
+                hdr = None
+                if self.header_needed > 0:
+                    split = pos + self.header_needed
+                    hdr, payload = bytes(view[pos:split]), bytes(view[split : pos + needed])
+                    self.header_needed = 0
+                else:
+                    payload = bytes(view[pos : pos + needed])
+                pos += needed + len(CRLF)
+                arg = self.msg_arg
+                await self.nc._process_msg(arg["sid"], arg["subject"], arg["reply"], payload, hdr)
                 continue
             pos = await self._control(view, pos, end)
             if pos < 0:
