@@ -24,10 +24,10 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
-import nats
-
+from broker.connection import connect
 from broker.server import EmbeddedNats
 from broker.transport import EdgeClient, RelayServer, ServerStream, TransportConfig
+from ops import runtime
 
 MiB = 1024 * 1024
 _BLOCK = os.urandom(MiB)
@@ -59,7 +59,7 @@ async def bench_handler(stream: ServerStream) -> None:
 
 async def serve_relay(url: str, cluster: str, config: TransportConfig | None = None) -> None:
     """Run a benchmark relay until cancelled."""
-    nc = await nats.connect(url)
+    nc = await connect(url, name="kubegate-bench-relay")
     relay = RelayServer(
         nc, cluster, f"bench-relay-{uuid.uuid4().hex[:6]}", bench_handler, config=config
     )
@@ -174,7 +174,7 @@ async def run(
                 await asyncio.gather(relay_task, return_exceptions=True)
 
             stack.push_async_callback(stop_relay)
-        nc = await nats.connect(url)
+        nc = await connect(url, name="kubegate-bench-edge")
         stack.push_async_callback(nc.close)
         edge = EdgeClient(nc, f"bench-edge-{uuid.uuid4().hex[:6]}", config=config)
         await edge.start()
@@ -215,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=2000, help="round trips to time")
     parser.add_argument("--megabytes", type=int, default=200, help="bytes per throughput run")
     args, rest = parser.parse_known_args(argv)
+    runtime.setup_process()  # both halves run as kubegate processes do (and connect as they do)
     if rest[:1] == ["relay"]:  # internal: the relay half of --split
         try:
             asyncio.run(serve_relay(rest[1], rest[2]))
