@@ -11,7 +11,7 @@ from nats.aio.client import Client
 from prometheus_client import CollectorRegistry
 
 from broker import streams
-from broker.activity import ActivityPublisher, NotActivityError
+from broker.activity import ActivityPublisher, ActivityQueue, NotActivityError
 from broker.connection import connect
 from broker.server import EmbeddedNats
 from broker.store import EventStore
@@ -91,4 +91,47 @@ async def test_concurrent_first_publishes_share_one_ack_inbox(nc: Client) -> Non
     assert all(sent)
     await publisher.flush()
     assert (publisher.published, publisher.failed) == (50, 0)
+    await publisher.close()
+
+
+async def _published(publisher: ActivityPublisher, n: int) -> None:
+    for _ in range(1000):
+        if publisher.published >= n:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{publisher.published} of {n} events published in 10 s")
+
+
+async def test_a_hold_postpones_the_queue_and_loses_nothing(nc: Client) -> None:
+    await streams.ensure_streams(nc.jetstream())
+    publisher = ActivityPublisher(nc)
+    queue = ActivityQueue(publisher)
+    cluster = f"c-{uuid.uuid4().hex[:8]}"
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    queue.hold(0.5)
+    queue.hold(0.1)  # a shorter hold does not cut a longer one short
+    for n in range(5):
+        queue.put(requested(cluster, n))
+    await _published(publisher, 5)
+    assert loop.time() - start >= 0.5
+    queue.put(requested(cluster, 5))  # the hold is over: sent within the linger
+    await _published(publisher, 6)
+    await queue.close()
+    await publisher.close()
+
+
+async def test_closing_ends_a_hold_and_sends_what_is_queued(nc: Client) -> None:
+    await streams.ensure_streams(nc.jetstream())
+    publisher = ActivityPublisher(nc)
+    queue = ActivityQueue(publisher)
+    cluster = f"c-{uuid.uuid4().hex[:8]}"
+    queue.hold(3600)
+    for n in range(5):
+        queue.put(requested(cluster, n))
+    await asyncio.sleep(0.1)
+    assert publisher.published + publisher.in_flight == 0
+    await queue.close(within=5.0)
+    await publisher.flush()
+    assert (publisher.published, queue.dropped) == (5, 0)
     await publisher.close()

@@ -24,6 +24,7 @@ import pytest
 
 from broker.server import EmbeddedNats, free_port
 from broker.streams import ensure_streams
+from relay.plans import service_account_name
 from tests.e2e.conftest import (
     RunningDemo,
     as_user,
@@ -503,5 +504,7 @@ def test_edge_started_while_nats_is_down_refuses_to_serve(demo: RunningDemo, tmp
 
 def test_cluster_admin_view_unchanged(demo: RunningDemo, tmp_path: Path) -> None:
     """The cluster's own administrator sees the JIT service accounts kubegate made."""
+    user = granted_user(demo, "sa", "--cluster", "dev", "--role", "view")
+    user_kubectl(demo, user, "dev", tmp_path)("get", "ns")  # made on the user's first request
     names = cluster_admin(demo, "dev", tmp_path)("-n", "kubegate-system", "get", "sa", "-o", "name")
-    assert "serviceaccount/kg-" in names
+    assert f"serviceaccount/{service_account_name(user)}" in names.split()
