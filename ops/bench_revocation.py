@@ -47,7 +47,7 @@ from edge.service import EdgeService, EdgeSettings
 USER = "victim"
 
 
-def yield_the_cpu() -> None:
+def yield_the_cpu() -> str:
     """From now on this process (the simulated API servers and the users' clients) runs only
     on a CPU nothing else wants: Linux's SCHED_IDLE, or the weakest niceness elsewhere. It
     still runs 15-25 ms within the revocation's window on 2 cores (its streams end), but any
@@ -57,6 +57,8 @@ def yield_the_cpu() -> None:
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     except (AttributeError, OSError):
         os.nice(19)
+        return "nice 19"
+    return "SCHED_IDLE"
 
 
 def progress(message: str) -> None:
@@ -195,7 +197,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             # This process stands in for 200 clusters' API servers and 200 users' clients, which
             # share no CPU with kubegate in a real fleet: from here on it yields the cores to the
             # processes being measured (edges, relays, nats-server), started before at nice 0.
-            yield_the_cpu()
+            harness_scheduling = yield_the_cpu()
             published = time.monotonic()
             await store.append(_event(events.UserAccessRevoked, user=USER, reason="bench"))
             for proc in workers_procs:  # each reports once its edge/relays have cut, or gave up
@@ -220,6 +222,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 if any("edge" in k for k in cut_at)
                 else None,
                 "client_streams_ended": ended,
+                "harness_scheduling": harness_scheduling,
                 "load_average_1m": round(os.getloadavg()[0], 2),
             }
             for task in tasks:

@@ -42,6 +42,7 @@ def test_bench_revocation_counts_every_edge_and_relay_worker() -> None:
     assert figures["applied"] == 6  # 4 relays in 2 worker processes + 2 edges
     assert figures["client_streams_ended"] == 4
     assert 0 < figures["p50_ms"] <= figures["p99_ms"] <= figures["max_ms"]
+    assert figures["harness_scheduling"] == "SCHED_IDLE"  # the harness yields the CPU
 
 
 def test_bench_stream_prints_rates_and_where_the_cpu_went() -> None:
