@@ -232,7 +232,9 @@ class ActivityQueue:
         self._released = asyncio.Event()
 
     def hold(self, seconds: float) -> None:
-        """Send nothing for `seconds` from now (a longer hold already under way stands)."""
+        """Send nothing for `seconds` from now (a longer hold already under way stands). Events
+        already waiting wait out the hold they met and no later one, so holds renewed without
+        pause (cuts every few milliseconds) delay the audit but never stop it."""
         until = asyncio.get_running_loop().time() + seconds
         if until > self._held_until:
             self._held_until = until
@@ -267,8 +269,8 @@ class ActivityQueue:
                     log.warning("activity event not published", exc_info=True)
 
     async def _wait_for_release(self) -> None:
-        loop = asyncio.get_running_loop()
-        while (left := self._held_until - loop.time()) > 0:
+        left = self._held_until - asyncio.get_running_loop().time()
+        if left > 0:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(left):
                     await self._released.wait()

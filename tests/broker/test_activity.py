@@ -135,3 +135,20 @@ async def test_closing_ends_a_hold_and_sends_what_is_queued(nc: Client) -> None:
     await publisher.flush()
     assert (publisher.published, queue.dropped) == (5, 0)
     await publisher.close()
+
+
+async def test_holds_renewed_without_pause_delay_the_audit_but_never_stop_it(nc: Client) -> None:
+    await streams.ensure_streams(nc.jetstream())
+    publisher = ActivityPublisher(nc)
+    queue = ActivityQueue(publisher)
+    cluster = f"c-{uuid.uuid4().hex[:8]}"
+    queue.hold(0.1)
+    queue.put(requested(cluster, 0))
+    for _ in range(100):  # 2 s of holds, each renewed before it ends
+        queue.hold(0.1)
+        await asyncio.sleep(0.02)
+        if publisher.published + publisher.in_flight:
+            break
+    assert publisher.published + publisher.in_flight == 1
+    await queue.close()
+    await publisher.close()
