@@ -187,6 +187,7 @@ async def test_large_requests_with_headers_through_a_real_server(nats_url: str) 
             got = await asking.request("parser.echo", body, timeout=10, headers={"K": str(size)})
             assert got.data == body[::-1]
         sub = await asking.subscribe("parser.hdr")
+        await asking.flush()  # the server holds the subscription before the other client sends
         await served.publish("parser.hdr", BIG, headers={"Kubegate-Test": "yes"})
         msg = await sub.next_msg(timeout=10)
         assert msg.data == BIG and msg.headers == {"Kubegate-Test": "yes"}
