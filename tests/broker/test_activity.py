@@ -102,11 +102,15 @@ async def _published(publisher: ActivityPublisher, n: int) -> None:
     raise AssertionError(f"{publisher.published} of {n} events published in 10 s")
 
 
-async def test_a_hold_postpones_the_queue_and_loses_nothing(nc: Client) -> None:
+async def _queue_on(nc: Client) -> tuple[ActivityPublisher, ActivityQueue, str]:
+    """A publisher, its queue, and a cluster name no other test uses."""
     await streams.ensure_streams(nc.jetstream())
     publisher = ActivityPublisher(nc)
-    queue = ActivityQueue(publisher)
-    cluster = f"c-{uuid.uuid4().hex[:8]}"
+    return publisher, ActivityQueue(publisher), f"c-{uuid.uuid4().hex[:8]}"
+
+
+async def test_a_hold_postpones_the_queue_and_loses_nothing(nc: Client) -> None:
+    publisher, queue, cluster = await _queue_on(nc)
     loop = asyncio.get_running_loop()
     start = loop.time()
     queue.hold(0.5)
@@ -122,10 +126,7 @@ async def test_a_hold_postpones_the_queue_and_loses_nothing(nc: Client) -> None:
 
 
 async def test_closing_ends_a_hold_and_sends_what_is_queued(nc: Client) -> None:
-    await streams.ensure_streams(nc.jetstream())
-    publisher = ActivityPublisher(nc)
-    queue = ActivityQueue(publisher)
-    cluster = f"c-{uuid.uuid4().hex[:8]}"
+    publisher, queue, cluster = await _queue_on(nc)
     queue.hold(3600)
     for n in range(5):
         queue.put(requested(cluster, n))
@@ -138,10 +139,7 @@ async def test_closing_ends_a_hold_and_sends_what_is_queued(nc: Client) -> None:
 
 
 async def test_holds_renewed_without_pause_delay_the_audit_but_never_stop_it(nc: Client) -> None:
-    await streams.ensure_streams(nc.jetstream())
-    publisher = ActivityPublisher(nc)
-    queue = ActivityQueue(publisher)
-    cluster = f"c-{uuid.uuid4().hex[:8]}"
+    publisher, queue, cluster = await _queue_on(nc)
     queue.hold(0.1)
     queue.put(requested(cluster, 0))
     for _ in range(100):  # 2 s of holds, each renewed before it ends
