@@ -4,13 +4,17 @@ nats-py builds each PUB command as `header + payload + CRLF`: two copies of the 
 it is written. For the 100-256 KiB frames of a port-forward or a large list those copies were
 about an eighth of an edge's CPU (perf). This client joins the command in one copy, and parses
 what the server sends with `broker.nats_parser` (one copy per payload instead of three).
-Messages with headers go through nats-py's own path unchanged. Tests hold both to nats-py's
-bytes and calls; since both lean on nats-py internals (`_send_publish`, `_ps`), pyproject pins
-nats-py to the minor release they were checked against.
+Messages with headers are published through nats-py's own path unchanged. Received header
+blocks are split by `parse_header_lines`, nats-py's rules in a third of the time (every
+JetStream delivery has them: 3.7 -> 1.5 us for a control event's three headers). Tests hold all
+of it to nats-py's bytes, calls and dicts; since it leans on nats-py internals (`_send_publish`,
+`_ps`, `_parse_header_lines`), pyproject pins nats-py to the minor release it was checked
+against.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from nats.aio.client import Client
@@ -18,6 +22,31 @@ from nats.aio.client import Client
 from broker.nats_parser import Parser
 
 CRLF = b"\r\n"
+_PLAIN_HEADER_LINE = b"NATS/1.0\r\n"
+_WHITESPACE = re.compile(r"\s")
+r"""For str patterns `\s` is exactly `str.isspace`, which nats-py tests per character."""
+
+
+def parse_header_lines(raw: bytes) -> dict[str, str]:
+    """`Name: Value` lines as nats-py splits them: lines without a colon, names that are not
+    ASCII or hold whitespace are skipped; values are stripped and decoded (bad UTF-8 replaced).
+    """
+    out: dict[str, str] = {}
+    has_whitespace = _WHITESPACE.search
+    for line in raw.split(CRLF):
+        if not line:
+            continue
+        name, sep, value = line.partition(b":")
+        if not sep:
+            continue
+        try:
+            key = name.strip().decode("ascii")
+        except UnicodeDecodeError:
+            continue
+        if has_whitespace(key) is not None:
+            continue
+        out[key] = value.strip().decode("utf-8", "replace")
+    return out
 
 
 def pub_command(subject: str, reply: str, payload: bytes) -> bytes:
@@ -26,11 +55,23 @@ def pub_command(subject: str, reply: str, payload: bytes) -> bytes:
 
 
 class NatsClient(Client):
-    """nats-py's client with `broker.nats_parser` and a one-copy PUB (see the module docstring)."""
+    """nats-py's client with `broker.nats_parser`, a one-copy PUB and a quicker header split
+    (see the module docstring)."""
+
+    _parse_header_lines = staticmethod(parse_header_lines)
 
     def __init__(self) -> None:
         super().__init__()
         self._ps = Parser(self)
+
+    async def _process_headers(self, headers: bytes) -> dict[str, str] | None:
+        """A block without a status line (every stored message) is split here directly; the
+        rest (a status, a heartbeat) goes through nats-py."""
+        if not headers:
+            return None  # most messages: none at all
+        if headers[:10] == _PLAIN_HEADER_LINE:
+            return parse_header_lines(headers[10:]) or None
+        return await super()._process_headers(headers)
 
     async def _send_publish(
         self,

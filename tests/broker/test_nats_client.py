@@ -19,7 +19,7 @@ from nats.protocol import parser as stock
 
 from broker import nats_parser
 from broker.connection import connect
-from broker.nats_client import NatsClient, pub_command
+from broker.nats_client import NatsClient, parse_header_lines, pub_command
 
 BIG = os.urandom(300_000)
 """Longer than nats-py's 32 KiB reads, so a payload spans many of them."""
@@ -180,8 +180,14 @@ async def test_large_requests_with_headers_through_a_real_server(nats_url: str) 
         async def echo(msg: Any) -> None:
             await msg.respond(msg.data[::-1])
 
+        async def plain(msg: Any) -> None:
+            await served.publish(msg.reply, msg.data)  # an answer without headers
+
         await served.subscribe("parser.echo", cb=echo)
+        await served.subscribe("parser.plain", cb=plain)
         await served.flush()
+        got = await asking.request("parser.plain", b"no headers", timeout=10)
+        assert (got.data, got.headers) == (b"no headers", None)
         for size in (0, 1, 32767, 32768, 300_000, 1_000_000):
             body = os.urandom(size)
             got = await asking.request("parser.echo", body, timeout=10, headers={"K": str(size)})
@@ -194,3 +200,47 @@ async def test_large_requests_with_headers_through_a_real_server(nats_url: str) 
     finally:
         await served.close()
         await asking.close()
+
+
+HEADER_BYTES = st.sampled_from(
+    [b" ", b"\t", b"\x0b", b"\x0c", b"\x1c", b"\x1f", b"\x85", b"\xc3\xa9", b"\xff", b":", b"\r\n"]
+) | st.binary(max_size=6)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.tuples(st.lists(HEADER_BYTES, max_size=4), st.lists(HEADER_BYTES, max_size=4))))
+def test_header_lines_are_split_as_nats_py_splits_them(lines: list) -> None:
+    raw = b"\r\n".join(b"".join(name) + b":" + b"".join(value) for name, value in lines)
+    assert parse_header_lines(raw) == Client._parse_header_lines(raw)
+    assert parse_header_lines(raw + b"\r\n\r\n") == Client._parse_header_lines(raw + b"\r\n\r\n")
+
+
+@given(st.binary(max_size=200))
+def test_any_header_block_is_split_as_nats_py_splits_it(raw: bytes) -> None:
+    assert parse_header_lines(raw) == Client._parse_header_lines(raw)
+
+
+STATUS_BLOCKS = [
+    b"NATS/1.0 100 Idle Heartbeat\r\nNats-Last-Consumer: 0\r\nNats-Last-Stream: 7\r\n\r\n",
+    b"NATS/1.0 404 No Messages\r\n\r\n",
+    b"NATS/1.0 408\r\n\r\n",
+    b"NATS/1.0\r\n\r\n",
+    b"NATS/1.0\r\n",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(STATUS_BLOCKS) | st.binary(max_size=120).map(b"NATS/1.0\r\n".__add__))
+async def test_header_blocks_become_the_dicts_nats_py_makes(block: bytes) -> None:
+    assert await NatsClient()._process_headers(block) == await Client()._process_headers(block)
+
+
+@pytest.mark.parametrize("block", [None, b""])
+async def test_messages_without_headers_have_none(block: bytes | None) -> None:
+    assert await NatsClient()._process_headers(block) == await Client()._process_headers(block)
+
+
+def test_names_with_any_kind_of_whitespace_are_skipped() -> None:
+    raw = b"Ok: 1\r\n\x1cLead: 2\r\nIn side: 3\r\nTab\tIn: 4\r\n\x01Ctl: 5\r\n: 6\r\nNo colon"
+    assert parse_header_lines(raw) == {"Ok": "1", "\x01Ctl": "5", "": "6"}
+    assert NatsClient()._parse_header_lines is parse_header_lines
