@@ -21,6 +21,7 @@ import nats
 from prometheus_client import CollectorRegistry
 
 from broker import streams, subjects
+from broker.connection import connect
 from broker.server import EmbeddedNats
 from domain import codec
 from domain import events as ev
@@ -98,7 +99,7 @@ async def _measure(n_events: int, workdir: Path | None) -> tuple[float, float]:
         base = Path(tmp)
         server = await asyncio.to_thread(EmbeddedNats(data_dir=base / "nats").start)
         try:
-            nc = await nats.connect(server.url)
+            nc = await connect(server.url, name="kubegate-bench-audit")  # as `kubegate up`
             try:
                 js = nc.jetstream()
                 await streams.ensure_streams(js)

@@ -14,10 +14,10 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-import nats
 from prometheus_client import CollectorRegistry
 
-from broker import subjects
+from broker import streams, subjects
+from broker.connection import connect
 from domain import codec
 from domain import events as ev
 from projections.policy import PolicyProjection
@@ -97,12 +97,15 @@ def control_history(n: int, seed: int = 7) -> Iterator[ev.Event]:
 
 
 async def publish_history(url: str, n: int) -> None:
-    nc = await nats.connect(url)
+    """Store the history with headers as kubegate's control log stores them: the event's id
+    and the stream expected (checked appends also carry the subject's last sequence)."""
+    nc = await connect(url, name="kubegate-bench-history")
     js = nc.jetstream()
     pending = []
     for event in control_history(n):
         subject = subjects.event_subject("control", *event.key())
-        pending.append(await js.publish_async(subject, codec.encode(event)))
+        headers = {"Nats-Expected-Stream": streams.CONTROL.name, "Nats-Msg-Id": event.id}
+        pending.append(await js.publish_async(subject, codec.encode(event), headers=headers))
         if len(pending) >= 4000:
             await asyncio.gather(*pending)
             pending.clear()
@@ -112,7 +115,7 @@ async def publish_history(url: str, n: int) -> None:
 
 async def rebuild_seconds(url: str) -> tuple[float, int]:
     """Seconds for a fresh policy projection to catch up with the log, and events applied."""
-    nc = await nats.connect(url)
+    nc = await connect(url, name="kubegate-bench-rebuild")  # as an edge or relay connects
     projection = PolicyProjection(nc, name="bench-rebuild", registry=CollectorRegistry())
     started = time.perf_counter()
     await projection.start()
