@@ -19,9 +19,8 @@ from typing import Any
 
 from nats.aio.client import Client
 
-from broker.nats_parser import Parser
+from broker.nats_parser import CRLF, Parser
 
-CRLF = b"\r\n"
 _PLAIN_HEADER_LINE = b"NATS/1.0\r\n"
 _WHITESPACE = re.compile(r"\s")
 r"""For str patterns `\s` is exactly `str.isspace`, which nats-py tests per character."""
