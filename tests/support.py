@@ -150,3 +150,20 @@ class CuttableLink:
     def close(self) -> None:
         self.thread.run(self._cut())
         self.thread.close()
+
+
+async def eventually(
+    check: Callable[[], Any], what: str, within: float = 20.0, every: float = 0.05
+) -> Any:
+    """Poll `check` (sync or async) until it returns something truthy; fail naming `what`."""
+    deadline = time.monotonic() + within
+    last: Any = None
+    while True:
+        last = check()
+        if asyncio.iscoroutine(last):
+            last = await last
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within}s waiting for {what} (last: {last!r})")
+        await asyncio.sleep(every)

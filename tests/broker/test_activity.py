@@ -16,6 +16,7 @@ from broker.connection import connect
 from broker.server import EmbeddedNats
 from broker.store import EventStore
 from domain import events
+from tests.support import eventually
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -94,14 +95,6 @@ async def test_concurrent_first_publishes_share_one_ack_inbox(nc: Client) -> Non
     await publisher.close()
 
 
-async def _published(publisher: ActivityPublisher, n: int) -> None:
-    for _ in range(1000):
-        if publisher.published >= n:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"{publisher.published} of {n} events published in 10 s")
-
-
 async def _queue_on(nc: Client) -> tuple[ActivityPublisher, ActivityQueue, str]:
     """A publisher, its queue, and a cluster name no other test uses."""
     await streams.ensure_streams(nc.jetstream())
@@ -117,10 +110,10 @@ async def test_a_hold_postpones_the_queue_and_loses_nothing(nc: Client) -> None:
     queue.hold(0.1)  # a shorter hold does not cut a longer one short
     for n in range(5):
         queue.put(requested(cluster, n))
-    await _published(publisher, 5)
+    await eventually(lambda: publisher.published == 5, "the held events sent", within=10)
     assert loop.time() - start >= 0.5
     queue.put(requested(cluster, 5))  # the hold is over: sent within the linger
-    await _published(publisher, 6)
+    await eventually(lambda: publisher.published == 6, "the next event sent", within=10)
     await queue.close()
     await publisher.close()
 

@@ -1,15 +1,12 @@
 """Driving the relay the way the edge does (frames through `EdgeClient`), plus a minimal
-WebSocket client for the exec tunnel and polling with a deadline."""
+WebSocket client for the exec tunnel (polling with a deadline: `tests.support.eventually`)."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import os
 import struct
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,23 +63,6 @@ async def open_watch(edge: EdgeClient, cluster: str, user: str, path: str) -> Cl
     return await edge.open(
         cluster, method="GET", path=path, query="watch=true", user=user, has_body=False
     )
-
-
-async def eventually(
-    check: Callable[[], Any], what: str, within: float = 20.0, every: float = 0.05
-) -> Any:
-    """Poll `check` (sync or async) until it returns something truthy; fail naming `what`."""
-    deadline = time.monotonic() + within
-    last: Any = None
-    while True:
-        last = check()
-        if asyncio.iscoroutine(last):
-            last = await last
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what} (last: {last!r})")
-        await asyncio.sleep(every)
 
 
 # -- a minimal WebSocket client (RFC 6455) over a tunnel ----------------------------------------

@@ -13,7 +13,8 @@ from broker.transport import EdgeClient
 from relay.plans import service_account_name
 from relay.service import RelayService
 from tests.relay.conftest import Policy, SimAdmin, SimRunner, new_relay, relay_settings
-from tests.relay.helpers import eventually, request
+from tests.relay.helpers import request
+from tests.support import eventually
 
 SA_NS = "kubegate-system"
 

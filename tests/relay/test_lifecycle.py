@@ -21,7 +21,8 @@ from broker.errors import NoRelayError, PeerLostError, RemoteStreamError
 from broker.transport import EdgeClient
 from domain import events as ev
 from tests.relay.conftest import Policy, SimAdmin, SimRunner, new_relay
-from tests.relay.helpers import eventually, open_watch, request
+from tests.relay.helpers import open_watch, request
+from tests.support import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 WAIT = 30.0

@@ -14,7 +14,8 @@ from broker.transport import EdgeClient
 from domain import events as ev
 from relay.plans import service_account_name
 from tests.relay.conftest import Policy, SimAdmin, SimRunner, new_relay
-from tests.relay.helpers import eventually, open_watch, request
+from tests.relay.helpers import open_watch, request
+from tests.support import eventually
 
 SA_NS = "kubegate-system"
 RBAC = "/apis/rbac.authorization.k8s.io/v1"

@@ -11,14 +11,8 @@ from nats.aio.client import Client
 
 from broker.transport import EdgeClient
 from tests.relay.conftest import Policy, SimAdmin, SimRunner, new_relay
-from tests.relay.helpers import (
-    WsReader,
-    eventually,
-    open_watch,
-    request,
-    websocket_headers,
-    ws_frame,
-)
+from tests.relay.helpers import WsReader, open_watch, request, websocket_headers, ws_frame
+from tests.support import eventually
 
 WAIT = 30.0
 """Upper bound for a single read (a hang guard, not a timing assertion)."""
