@@ -26,6 +26,7 @@ from edge.admin_api import AdminContext, build_app
 from edge.identity_service import IdentityService
 from edge.identity_settings import IdentitySettings
 from projections.policy import PolicyProjection
+from tests import support
 from tests.edge.conftest import Pki
 
 CHEAP = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
@@ -223,15 +224,6 @@ async def start_rig(
 
 
 async def eventually(check: Any, what: str, within: float = 10.0) -> Any:
-    """Poll `check()` (sync or async) until it returns something truthy."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
-        found = check()
-        if asyncio.iscoroutine(found):
-            found = await found
-        if found:
-            return found
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
+    """Poll `check()` (sync or async) until it returns something truthy (`tests.support`'s
+    poller, at this harness's pace)."""
+    return await support.eventually(check, what, within, every=0.02)
