@@ -6,7 +6,7 @@ import os
 
 import nats
 
-from broker.server import EmbeddedNats
+from broker.server import DEFAULT_GOGC, EmbeddedNats
 
 
 async def test_session_server_has_jetstream(nats_server: EmbeddedNats) -> None:
@@ -45,3 +45,17 @@ def test_the_go_runtime_gets_half_the_cores_unless_told(tmp_path, monkeypatch) -
     with EmbeddedNats(data_dir=tmp_path / "env") as server:
         assert server.process is not None
         assert _environ(server.process.pid)["GOMAXPROCS"] == "7"
+
+
+def test_the_go_gc_target_is_raised_unless_told(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("GOGC", raising=False)
+    with EmbeddedNats(data_dir=tmp_path / "default") as server:
+        assert server.process is not None
+        assert _environ(server.process.pid)["GOGC"] == str(DEFAULT_GOGC) != "100"
+    with EmbeddedNats(data_dir=tmp_path / "go", gogc=0) as server:
+        assert server.process is not None
+        assert "GOGC" not in _environ(server.process.pid)  # Go's own default
+    monkeypatch.setenv("GOGC", "150")  # an operator's setting wins over ours
+    with EmbeddedNats(data_dir=tmp_path / "env", gogc=800) as server:
+        assert server.process is not None
+        assert _environ(server.process.pid)["GOGC"] == "150"
