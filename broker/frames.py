@@ -18,6 +18,7 @@ optional fields without breaking an older one; incompatible changes bump `PROTOC
 
 from __future__ import annotations
 
+import struct
 import typing
 from typing import Annotated, Final
 
@@ -193,6 +194,28 @@ def encode_frame(
     if validate:
         decode_frame(data, max_bytes)
     return data
+
+
+DataFrame = RequestChunk | ResponseChunk
+_EMPTY_BIN = b"\xc4\x00"
+_BIN8, _BIN16, _BIN32 = struct.Struct(">BB"), struct.Struct(">BH"), struct.Struct(">BI")
+
+
+def data_frame_head(cls: type[DataFrame], seq: int, size: int) -> bytes:
+    """The bytes of `cls(seq=seq, data=d)` that come before `d`, for any `d` of `size` bytes.
+
+    `data` is a data frame's last field and msgpack writes a bin as its length and then the
+    bytes as they are, so a frame is this head followed by the data itself: a sender can hand
+    NATS the two pieces and never copy the data into a frame (`encode_frame` does).
+    """
+    empty = _encoder.encode(cls(seq=seq, data=b""))
+    if size < 0x100:
+        length = _BIN8.pack(0xC4, size)
+    elif size < 0x10000:
+        length = _BIN16.pack(0xC5, size)
+    else:
+        length = _BIN32.pack(0xC6, size)
+    return empty[: -len(_EMPTY_BIN)] + length
 
 
 def clip(text: str, limit: int = 4096) -> str:

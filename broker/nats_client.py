@@ -1,8 +1,10 @@
-"""The nats-py client our connections use, minus two copies of every payload.
+"""The nats-py client our connections use, minus copies of every payload.
 
 nats-py builds each PUB command as `header + payload + CRLF`: two copies of the payload before
 it is written. For the 100-256 KiB frames of a port-forward or a large list those copies were
-about an eighth of an edge's CPU (perf). This client joins the command in one copy, and parses
+about an eighth of an edge's CPU (perf). This client joins the command in one copy;
+`publish_parts` (any nats-py client) publishes pieces without joining them at all, for the
+data frames of `broker.transport`. It parses
 what the server sends with `broker.nats_parser` (one copy per payload instead of three).
 Messages with headers are published through nats-py's own path unchanged. Received header
 blocks are split by `parse_header_lines`, nats-py's rules in a third of the time (every
@@ -15,11 +17,13 @@ against.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
-from nats.aio.client import Client
+from nats import errors
+from nats.aio.client import Client, _validate_subject
 
-from broker.nats_parser import CRLF, Parser
+from broker.nats_parser import CRLF, Buffer, Parser
 
 _PLAIN_HEADER_LINE = b"NATS/1.0\r\n"
 _WHITESPACE = re.compile(r"\s")
@@ -48,9 +52,48 @@ def parse_header_lines(raw: bytes) -> dict[str, str]:
     return out
 
 
+def _pub_line(subject: str, reply: str, size: int) -> bytes:
+    return f"PUB {subject} {reply} {size}\r\n".encode()
+
+
 def pub_command(subject: str, reply: str, payload: bytes) -> bytes:
     """The PUB command for `payload` (no headers): nats-py's bytes, one copy of the payload."""
-    return b"".join((f"PUB {subject} {reply} {len(payload)}\r\n".encode(), payload, CRLF))
+    return b"".join((_pub_line(subject, reply, len(payload)), payload, CRLF))
+
+
+async def publish_parts(nc: Client, subject: str, parts: Sequence[Buffer]) -> None:
+    """Publish `b"".join(parts)` (no reply, no headers) without joining: any nats-py client.
+
+    The PUB line, each part and the CRLF go into the client's outbound list as they are, in one
+    step (no other command can land between them), and its flusher writes the list with one
+    `writelines` (a writev on uvloop). A data frame is its small head and the bytes a client
+    sent (`frames.data_frame_head`), so they reach the socket without being copied at all.
+    The parts must not change until flushed: pass bytes, or views of bytes. nats-py's
+    `publish` checks and errors, and its stats.
+    """
+    if not nc._skip_subject_validation:
+        _validate_subject(subject)
+    if nc.is_closed:
+        raise errors.ConnectionClosedError
+    if nc.is_draining_pubs:
+        raise errors.ConnectionDrainingError
+    size = sum(map(len, parts))
+    pending_cap = nc._max_pending_size
+    if not nc.is_connected and (pending_cap <= 0 or size + nc._pending_data_size > pending_cap):
+        raise errors.OutboundBufferLimitError
+    if size > nc._max_payload:
+        raise errors.MaxPayloadError
+    nc.stats["out_msgs"] += 1
+    nc.stats["out_bytes"] += size
+    line = _pub_line(subject, "", size)
+    nc._pending.append(line)
+    nc._pending.extend(parts)
+    nc._pending.append(CRLF)
+    nc._pending_data_size += len(line) + size + len(CRLF)
+    if pending_cap > 0 and nc._pending_data_size > pending_cap:
+        await nc._flush_pending(force_flush=True)
+    if nc._flush_queue is not None and nc._flush_queue.empty():
+        await nc._flush_pending()
 
 
 class NatsClient(Client):

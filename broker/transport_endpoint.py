@@ -37,6 +37,7 @@ from broker.errors import (
     StreamProtocolError,
     TransportClosedError,
 )
+from broker.nats_client import publish_parts
 from broker.transport_config import TransportConfig
 from broker.transport_metrics import TransportMetrics
 from broker.transport_stream import LiveStream, StreamBase
@@ -178,6 +179,17 @@ class Endpoint:
         except nats.errors.Error as exc:
             raise TransportClosedError(f"publish to {subject} failed: {exc!r}") from exc
         self.m.frame("out", frame_type, len(data))
+
+    async def _send_data_frame(
+        self, subject: str, head: bytes, data: memoryview, frame_type: str
+    ) -> None:
+        """`_send_raw` of a data frame given as its head and its data (`frames.data_frame_head`):
+        the data goes to the socket uncopied."""
+        try:
+            await publish_parts(self._nc, subject, (head, data))
+        except nats.errors.Error as exc:
+            raise TransportClosedError(f"publish to {subject} failed: {exc!r}") from exc
+        self.m.frame("out", frame_type, len(head) + len(data))
 
     async def _publish(self, subject: str, frame: frames.Frame) -> None:
         data = frames.encode_frame(frame, self.config.max_frame_bytes)

@@ -22,10 +22,11 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from broker import frames, subjects
 from broker.errors import (
+    FrameTooLargeError,
     StreamClosedError,
     StreamError,
     StreamProtocolError,
@@ -179,13 +180,38 @@ class StreamBase:
         try:
             await self._ep._send_raw(self._subject, data, frames.frame_type(frame))
         except TransportClosedError as exc:
-            failure = StreamClosedError(self.id, f"NATS connection lost: {exc}")
-            self._fail(failure, "transport")
-            raise failure from exc
+            self._lost_nats(exc)
 
-    async def _send_data(self, data: bytes | bytearray | memoryview, chunk: type) -> None:
-        """Send `data` in chunks of at most `chunk_size`, each within the granted credit."""
+    async def _emit_data(self, cls: type[frames.DataFrame], piece: memoryview) -> None:
+        """`_emit` of one data frame, its bytes handed to NATS as they are (no frame copy)."""
+        if self._closed:
+            raise self._failure or StreamClosedError(self.id, "the stream has finished")
+        self._out_seq += 1
+        head = frames.data_frame_head(cls, self._out_seq, len(piece))
+        max_bytes = self._ep.config.max_frame_bytes
+        if len(head) + len(piece) > max_bytes:
+            self._out_seq -= 1
+            raise FrameTooLargeError(len(head) + len(piece), max_bytes, cls.__struct_config__.tag)
+        try:
+            await self._ep._send_data_frame(self._subject, head, piece, cls.__struct_config__.tag)
+        except TransportClosedError as exc:
+            self._lost_nats(exc)
+
+    def _lost_nats(self, exc: TransportClosedError) -> NoReturn:
+        failure = StreamClosedError(self.id, f"NATS connection lost: {exc}")
+        self._fail(failure, "transport")
+        raise failure from exc
+
+    async def _send_data(
+        self, data: bytes | bytearray | memoryview, chunk: type[frames.DataFrame]
+    ) -> None:
+        """Send `data` in chunks of at most `chunk_size`, each within the granted credit.
+
+        The chunks go out as views of `data` and may be written after this returns, so bytes
+        that could still change (a bytearray, a view of one) are copied first."""
         view = memoryview(data).cast("B")
+        if not isinstance(view.obj, bytes):
+            view = memoryview(bytes(view))
         if not view:
             self._check_can_send()
             return
@@ -201,7 +227,7 @@ class StreamBase:
                 n = min(len(view), self._credit, chunk_size)
                 piece, view = view[:n], view[n:]
                 self._credit -= n
-                await self._emit(lambda seq, piece=piece: chunk(seq=seq, data=piece))
+                await self._emit_data(chunk, piece)
                 self.bytes_sent += n
 
     async def _send_end(self) -> None:

@@ -118,3 +118,18 @@ def test_peer_subjects_scope_relays_by_cluster() -> None:
     assert subjects.peer_heartbeat_subject(edge) == "kg.s.e.host-1.%HB"
     # Other peer ids stay in their own branch, so they never collide with a relay's.
     assert subjects.stream_subject("r/odd", "s1") == "kg.s.p.r/odd.s1"
+
+
+BIN_LENGTH_EDGES = st.sampled_from([0, 1, 255, 256, 65535, 65536, 300_000]) | st.integers(0, 70_000)
+
+
+@given(
+    cls=st.sampled_from([frames.RequestChunk, frames.ResponseChunk]),
+    seq=st.integers(0, 2**53),
+    size=BIN_LENGTH_EDGES,
+)
+def test_a_data_frame_is_its_head_then_its_data(cls: type, seq: int, size: int) -> None:
+    data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    encoded = frames.encode_frame(cls(seq=seq, data=data), max_bytes=1 << 20)
+    assert frames.data_frame_head(cls, seq, size) + data == encoded
+    assert frames.decode_frame(encoded, max_bytes=1 << 20) == cls(seq=seq, data=data)

@@ -4,6 +4,7 @@ messages, with and without headers, cross a real server both ways."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 from typing import Any
@@ -13,13 +14,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from nats.aio.client import Client
-from nats.errors import ProtocolError
+from nats.errors import (
+    BadSubjectError,
+    ConnectionClosedError,
+    MaxPayloadError,
+    ProtocolError,
+)
 from nats.protocol import command as stock_command
 from nats.protocol import parser as stock
 
 from broker import nats_parser
 from broker.connection import connect
-from broker.nats_client import NatsClient, parse_header_lines, pub_command
+from broker.nats_client import NatsClient, parse_header_lines, pub_command, publish_parts
 
 BIG = os.urandom(300_000)
 """Longer than nats-py's 32 KiB reads, so a payload spans many of them."""
@@ -244,3 +250,40 @@ def test_names_with_any_kind_of_whitespace_are_skipped() -> None:
     raw = b"Ok: 1\r\n\x1cLead: 2\r\nIn side: 3\r\nTab\tIn: 4\r\n\x01Ctl: 5\r\n: 6\r\nNo colon"
     assert parse_header_lines(raw) == {"Ok": "1", "\x01Ctl": "5", "": "6"}
     assert NatsClient()._parse_header_lines is parse_header_lines
+
+
+async def test_parts_are_published_as_one_message(nats_url: str) -> None:
+    stock_client = await nats.connect(nats_url)
+    ours = await connect(nats_url, name="t-parts")
+    try:
+        sub = await stock_client.subscribe("parser.parts")
+        await stock_client.flush()
+        sent = []
+        for client in (ours, stock_client):  # it needs only nats-py's client, not ours
+            for parts in ([b"head", memoryview(BIG)[5:70_000]], [b""], [b"a", b"", b"bc"]):
+                await publish_parts(client, "parser.parts", parts)
+                sent.append(b"".join(parts))
+        # Interleaved with plain publishes from concurrent tasks: every message stays whole.
+        bodies = [os.urandom(n) for n in range(0, 40_000, 997)]
+        await asyncio.gather(
+            *(publish_parts(ours, "parser.parts", [b[:7], b[7:]]) for b in bodies),
+            *(ours.publish("parser.parts", b) for b in bodies),
+        )
+        got = [(await sub.next_msg(timeout=10)).data for _ in range(len(sent) + 2 * len(bodies))]
+        assert got[: len(sent)] == sent
+        assert sorted(got[len(sent) :]) == sorted(bodies * 2)
+        assert ours.stats["out_msgs"] == 3 + 2 * len(bodies)
+    finally:
+        await ours.close()
+        await stock_client.close()
+
+
+async def test_parts_that_cannot_be_published_raise_nats_py_errors(nats_url: str) -> None:
+    client = await connect(nats_url, name="t-parts-errors")
+    with pytest.raises(BadSubjectError):
+        await publish_parts(client, "bad subject", [b"x"])
+    with pytest.raises(MaxPayloadError):
+        await publish_parts(client, "parser.big", [BIG, BIG, BIG, BIG])  # over 1 MiB
+    await client.close()
+    with pytest.raises(ConnectionClosedError):
+        await publish_parts(client, "parser.closed", [b"x"])

@@ -321,6 +321,23 @@ async def test_20mb_upload_then_20mb_download(rig: Rig) -> None:
     assert await read_all(stream) == expected
 
 
+async def test_bytes_sent_are_the_bytes_at_send_time(rig: Rig) -> None:
+    """Chunks reach NATS uncopied and may be written after `send` returns: a buffer the caller
+    reuses at once must not change what the peer gets."""
+    await rig.relay(echo, FIXED)
+    edge, _ = await rig.edge(FIXED)
+    stream = await rig.open(edge, method="PUT")
+    buf = bytearray(b"a" * 300_000)
+    view = memoryview(bytearray(b"b" * 1000))
+    await stream.send(buf)
+    buf[:] = b"x" * len(buf)
+    await stream.send(view[100:200])
+    view[:] = b"y" * len(view)
+    await stream.send(memoryview(b"c" * 10))  # read-only: may go as it is
+    await stream.end_send()
+    assert await read_all(stream) == b"a" * 300_000 + b"b" * 100 + b"c" * 10
+
+
 async def test_tunnel_after_101_carries_bytes_both_ways(rig: Rig) -> None:
     async def handler(stream: ServerStream) -> None:
         await stream.send_head(101, [("Upgrade", "websocket"), ("Connection", "Upgrade")])
