@@ -417,25 +417,39 @@ async def stream(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-async def _port_forward_rates(top: Topology, megabytes: int) -> dict[str, Any]:
-    """MB/s of bytes pushed through `kubectl port-forward`, direct and through kubegate."""
+async def _port_forward_rates(top: Topology, megabytes: int, rounds: int = 3) -> dict[str, Any]:
+    """MB/s of bytes pushed through `kubectl port-forward`, direct and through kubegate.
+
+    Direct and proxied runs alternate and the medians are compared, as for the list: this
+    machine's speed drifts by a quarter within minutes, which one run of each cannot tell from
+    a change in kubegate."""
     from ops.bench_portforward import port_forward_rate
 
-    progress(f"port-forward: {megabytes} MB direct and proxied")
     d_cpu, p_cpu = top.cpu_meter(), top.cpu_meter()
-    with d_cpu:
-        direct = await port_forward_rate(top.sim_kubeconfig, None, megabytes, top.base / "pfd")
-    with p_cpu:
-        proxied = await port_forward_rate(top.user_kubeconfig, CLUSTER, megabytes, top.base / "pfp")
-    d_cpu.add("kubectl", direct.kubectl_cpu_s)
-    p_cpu.add("kubectl", proxied.kubectl_cpu_s)
+    direct, proxied = [], []
+    for i in range(rounds):
+        progress(f"port-forward: {megabytes} MB direct and proxied, round {i + 1}/{rounds}")
+        with d_cpu:
+            run = await port_forward_rate(top.sim_kubeconfig, None, megabytes, top.base / f"pfd{i}")
+        d_cpu.add("kubectl", run.kubectl_cpu_s)
+        direct.append(run.mb_s)
+        with p_cpu:
+            run = await port_forward_rate(
+                top.user_kubeconfig, CLUSTER, megabytes, top.base / f"pfp{i}"
+            )
+        p_cpu.add("kubectl", run.kubectl_cpu_s)
+        proxied.append(run.mb_s)
+    direct_mb_s, proxy_mb_s = statistics.median(direct), statistics.median(proxied)
     return {
-        "portforward_direct_mb_s": round(direct.mb_s, 1),
-        "portforward_proxy_mb_s": round(proxied.mb_s, 1),
-        "portforward_ratio": round(proxied.mb_s / direct.mb_s, 3) if direct.mb_s else None,
+        "portforward_direct_mb_s": round(direct_mb_s, 1),
+        "portforward_proxy_mb_s": round(proxy_mb_s, 1),
+        "portforward_ratio": round(proxy_mb_s / direct_mb_s, 3) if direct_mb_s else None,
+        "portforward_rounds_mb_s": [
+            [round(d, 1), round(p, 1)] for d, p in zip(direct, proxied, strict=True)
+        ],
         "portforward_cpu_ms_per_mb": {
-            "direct": d_cpu.per_mb(megabytes),
-            "proxied": p_cpu.per_mb(megabytes),
+            "direct": d_cpu.per_mb(megabytes * rounds),
+            "proxied": p_cpu.per_mb(megabytes * rounds),
         },
     }
 

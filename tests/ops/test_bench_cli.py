@@ -56,6 +56,9 @@ def test_bench_stream_prints_rates_and_where_the_cpu_went() -> None:
     for key in ("list_direct_mb_s", "list_proxy_mb_s", "portforward_proxy_mb_s"):
         assert figures[key] > 0, key
     assert figures["edge_streamed_mb"] >= 1
+    rounds = figures["portforward_rounds_mb_s"]  # direct and proxied alternate, medians compared
+    assert len(rounds) == 3 and all(d > 0 and p > 0 for d, p in rounds)
+    assert figures["portforward_proxy_mb_s"] == sorted(p for _, p in rounds)[1]
     pf = figures["portforward_cpu_ms_per_mb"]
     # a proxied byte crosses the edge, nats-server and the relay; a direct one none of them
     assert {"edge", "nats", "relay", "kubectl", "sim"} <= set(pf["proxied"])
