@@ -84,6 +84,9 @@ class Open(_Frame, tag="open", kw_only=True):
     credit: Credit  # response bytes the relay may send before the edge grants more
     end: bool = False  # no request body follows (HTTP/2's END_STREAM on HEADERS): saves an End
     version: Annotated[int, Meta(ge=1)] = PROTOCOL_VERSION
+    head_body: bool = False
+    """The edge takes a whole small response in its `Head` (`Head.data`, `Head.end`). Relays
+    that predate it ignore the field and answer with separate frames."""
 
 
 class Accept(_Frame, tag="accept", kw_only=True):
@@ -100,6 +103,10 @@ class Head(_Frame, tag="head", kw_only=True):
     seq: Seq
     status: Annotated[int, Meta(ge=100, le=599)]
     headers: Headers = []
+    data: bytes = b""
+    """The response's first bytes (only to an edge that asked, `Open.head_body`)."""
+    end: bool = False
+    """No more bytes follow: the response is whole, as after an `End` (saves two frames)."""
 
 
 class RequestChunk(_Frame, tag="req", kw_only=True):

@@ -117,6 +117,11 @@ class ClientStream(StreamBase):
                 raise StreamProtocolError(self.id, "a second response head")
             self._head = frame
             self._head_ready.set()
+            if frame.data:
+                self._on_data(frame.data)
+            if frame.end:
+                self._on_end()
+                self._finish()
         elif isinstance(frame, frames.End):
             if self._head is None:
                 raise StreamProtocolError(self.id, "response ended without a head")
@@ -182,6 +187,7 @@ class EdgeClient(Endpoint):
             request_id=request_id,
             credit=self.config.window,
             end=not has_body,
+            head_body=True,
         )
         data = frames.encode_frame(open_frame, self.config.max_frame_bytes, validate=True)
         stream = ClientStream(self, open_frame, self.config.window)

@@ -103,6 +103,40 @@ class ServerStream(StreamBase):
             await self._emit(lambda seq: frames.Head(seq=seq, status=status, headers=head))
             self._head_sent = True
 
+    async def respond(
+        self, status: int, headers: list[tuple[str, str]] | None, body: bytes
+    ) -> None:
+        """Send a whole response: head, body, end. In one `Head` frame when the edge takes
+        bodies there (`Open.head_body`) and the body fits its credit and one chunk, which saves
+        the edge, nats-server and this relay two messages per small request; as `send_head`,
+        `send`, `end` otherwise."""
+        whole = False
+        if self.open.head_body and len(body) <= min(self._credit, self._ep.config.chunk_size):
+            async with self._send_lock:
+                self._check_can_send()
+                if self._head_sent:
+                    raise StreamStateError(self.id, "the response head was already sent")
+                head = [(k, v) for k, v in headers or ()]
+                try:
+                    await self._emit(
+                        lambda seq: frames.Head(
+                            seq=seq, status=status, headers=head, data=body, end=True
+                        )
+                    )
+                except FrameTooLargeError:
+                    pass  # headers near the frame limit: they go alone, the body after
+                else:
+                    whole = self._head_sent = self._send_closed = True
+                    self._credit -= len(body)
+                    self.bytes_sent += len(body)
+        if whole:
+            self._finish()
+            return
+        await self.send_head(status, headers)
+        if body:
+            await self.send(body)
+        await self.end()
+
     async def send(self, data: bytes | bytearray | memoryview) -> None:
         """Send response (or tunnel downstream) bytes; waits while the edge's credit is used up."""
         if not self._head_sent:

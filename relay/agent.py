@@ -158,14 +158,21 @@ class RelayAgent:
 
     async def _answer(self, stream: ServerStream, code: int, reason: str, message: str) -> None:
         body = status_body(code, reason, message)
-        await stream.send_head(
-            code, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+        await stream.respond(
+            code, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))], body
         )
-        await stream.send(body)
-        await stream.end()
 
     async def _http(self, stream: ServerStream, resp: UpstreamResponse) -> str:
-        await stream.send_head(resp.status, hdr.downstream_headers(resp.headers, upgrade=False))
+        headers = hdr.downstream_headers(resp.headers, upgrade=False)
+        if resp.complete:  # a small answer, all here: one frame to the edge if it fits
+            try:
+                body = b"".join([chunk async for chunk in resp.chunks])
+            except UpstreamError as exc:
+                await stream.fail(frames.ErrorCode.UPSTREAM, _one_line(str(exc)))
+                return "upstream_error"
+            await stream.respond(resp.status, headers, body)
+            return str(resp.status)
+        await stream.send_head(resp.status, headers)
         try:
             async for chunk in resp.chunks:
                 await stream.send(chunk)
@@ -192,9 +199,7 @@ class RelayAgent:
             if k.lower() != "content-length"
         ]
         out.append(("Content-Length", str(len(body))))
-        await stream.send_head(resp.status, out)
-        await stream.send(body)
-        await stream.end()
+        await stream.respond(resp.status, out, body)
         return str(resp.status)
 
     async def _pump(self, stream: ServerStream, resp: UpstreamResponse) -> None:

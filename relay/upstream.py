@@ -42,6 +42,8 @@ class UpstreamResponse:
     headers: Headers
     chunks: AsyncIterator[bytes]
     tunnel: UpgradedConnection | None = None
+    complete: bool = False
+    """The whole body was already here with the head: reading `chunks` will not wait."""
     _release: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     async def close(self) -> None:
@@ -227,7 +229,9 @@ class Upstream:
             resp.close()
 
         out_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in resp.raw_headers]
-        return UpstreamResponse(resp.status, out_headers, chunks(), _release=[release])
+        return UpstreamResponse(
+            resp.status, out_headers, chunks(), complete=resp.content.is_eof(), _release=[release]
+        )
 
     async def upgrade(
         self, method: str, path: str, query: str, headers: Headers

@@ -799,3 +799,77 @@ async def test_credit_overrun_is_a_stream_error(rig: Rig) -> None:
     with pytest.raises(StreamProtocolError) as err:
         await guarded(stream.read())
     assert "credit overrun" in err.value.detail
+
+
+async def _raw_answer(rig: Rig, *, head_body: bool) -> list[frames.Frame]:
+    """The frames a relay answers a bodiless Open with, as a bare NATS client sees them."""
+    raw = await rig.connect()
+    peer = subjects.edge_peer(f"raw-{uuid.uuid4().hex[:6]}")
+    stream_id = uuid.uuid4().hex
+    sub = await raw.subscribe(subjects.stream_subject(peer, stream_id))
+    opened = frames.Open(
+        stream=stream_id, peer=peer, cluster=rig.cluster, method="GET", path="/small",
+        user="alice", credit=FAST.window, end=True, head_body=head_body,
+    )  # fmt: skip
+    accept = frames.decode_frame((await raw.request(
+        subjects.request_subject(rig.cluster), frames.encode_frame(opened), timeout=10
+    )).data)  # fmt: skip
+    assert isinstance(accept, frames.Accept)
+    got: list[frames.Frame] = []
+    while not got or not (isinstance(got[-1], frames.End) or getattr(got[-1], "end", False)):
+        got.append(frames.decode_frame((await sub.next_msg(timeout=10)).data))
+    return got
+
+
+async def _small(stream: ServerStream) -> None:
+    await stream.respond(200, [("Content-Type", "text/plain")], b"small answer")
+
+
+async def test_a_whole_small_response_is_one_frame_to_an_edge_that_takes_it(rig: Rig) -> None:
+    await rig.relay(_small)
+    edge, _ = await rig.edge()
+    stream = await rig.open(edge)
+    head = await guarded(stream.response_head())
+    assert (head.status, head.headers) == (200, [("Content-Type", "text/plain")])
+    assert await read_all(stream) == b"small answer"
+    assert stream.closed and stream.failure is None
+    in_frames = {
+        t: sample(rig.registry, "kubegate_transport_frames_total", role="edge", direction="in",
+                  type=t)
+        for t in ("head", "resp", "end")
+    }  # fmt: skip
+    assert in_frames == {"head": 1, "resp": 0, "end": 0}
+    assert await _raw_answer(rig, head_body=True) == [
+        frames.Head(seq=1, status=200, headers=[("Content-Type", "text/plain")],
+                    data=b"small answer", end=True)
+    ]  # fmt: skip
+
+
+async def test_an_edge_that_does_not_take_bodies_in_heads_gets_separate_frames(rig: Rig) -> None:
+    await rig.relay(_small)
+    assert await _raw_answer(rig, head_body=False) == [
+        frames.Head(seq=1, status=200, headers=[("Content-Type", "text/plain")]),
+        frames.ResponseChunk(seq=2, data=b"small answer"),
+        frames.End(seq=3),
+    ]
+
+
+async def test_responses_too_large_for_one_frame_still_arrive_whole(rig: Rig) -> None:
+    big_body = os.urandom(FAST.chunk_size + 1)  # more than a chunk (and than the first credit)
+    big_headers = [("X-Big", "v" * 63_000)] * 8  # fits a frame, but not with the body too
+    after_head = os.urandom(30_000)
+
+    async def handler(stream: ServerStream) -> None:
+        if stream.open.path == "/body":
+            await stream.respond(200, [], big_body)
+        else:
+            await stream.respond(200, big_headers, after_head)
+
+    await rig.relay(handler)
+    edge, _ = await rig.edge()
+    stream = await rig.open(edge, path="/body")
+    assert (await guarded(stream.response_head())).status == 200
+    assert await read_all(stream) == big_body
+    stream = await rig.open(edge, path="/headers")
+    assert (await guarded(stream.response_head())).headers == big_headers
+    assert await read_all(stream) == after_head

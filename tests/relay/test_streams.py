@@ -8,7 +8,9 @@ import json
 from urllib.parse import urlencode
 
 from nats.aio.client import Client
+from prometheus_client import CollectorRegistry
 
+from broker import subjects
 from broker.transport import EdgeClient
 from tests.relay.conftest import Policy, SimAdmin, SimRunner, new_relay
 from tests.relay.helpers import WsReader, open_watch, request, websocket_headers, ws_frame
@@ -182,3 +184,31 @@ async def test_edge_cancel_closes_the_upstream_watch(
             return await secret_watchers() == 0
 
         await eventually(closed, "the upstream watch to close", every=0.1)
+
+
+async def test_a_small_answer_reaches_the_edge_as_one_frame(
+    nc: Client, sim: SimRunner, admin: SimAdmin, policy: Policy
+) -> None:
+    cluster, user, ns = await _setup(policy, admin, "view")
+    registry = CollectorRegistry()
+    edge = EdgeClient(nc, subjects.edge_peer(policy.name("edge")), registry=registry)
+    await edge.start()
+
+    def frames_in() -> tuple[float | None, ...]:
+        return tuple(
+            registry.get_sample_value(
+                "kubegate_transport_frames_total", {"role": "edge", "direction": "in", "type": t}
+            )
+            for t in ("head", "resp", "end")
+        )
+
+    try:
+        async with new_relay(nc, sim, cluster):
+            answer = await request(edge, cluster, user, "GET", f"/api/v1/namespaces/{ns}")
+            assert answer.status == 200 and answer.json()["metadata"]["name"] == ns
+            assert frames_in() == (1, 0, 0)  # head, body and end in one
+            refused = await request(edge, cluster, user, "DELETE", f"/api/v1/namespaces/{ns}")
+            assert refused.status == 403 and refused.json()["kind"] == "Status"
+            assert frames_in() == (2, 0, 0)
+    finally:
+        await edge.close()
