@@ -41,6 +41,10 @@ class TransportConfig:
     """Streams listed per heartbeat message (more streams -> more messages per interval)."""
     max_streams: int = 10_000
     """Streams a relay serves at once; beyond it new opens are refused as overloaded."""
+    accept_within: float = 0.05
+    """Seconds a relay may hold the Accept of a bodiless Open for the stream's first frame to
+    travel with it (one message instead of two for a quick answer). Kept well below
+    `dead_after`: until the Accept arrives the edge cannot vouch for the stream."""
     open_timeout: float = 10.0
     """Default wait for a relay's Accept."""
     close_timeout: float = 5.0
@@ -60,6 +64,8 @@ class TransportConfig:
             raise TransportConfigError("heartbeat_interval must be positive")
         if self.dead_after < 2 * self.heartbeat_interval:
             raise TransportConfigError("dead_after must be at least two heartbeat intervals")
+        if not 0 <= self.accept_within <= self.dead_after / 4:
+            raise TransportConfigError("accept_within must be within 0..dead_after/4")
         if not 1 <= self.heartbeat_batch <= 16384:
             raise TransportConfigError("heartbeat_batch must be within 1..16384")
         if self.max_streams < 1:

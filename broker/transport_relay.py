@@ -21,6 +21,7 @@ gets `Error(internal)`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -64,10 +65,49 @@ class ServerStream(StreamBase):
         self._head_sent = False
         self._recv_ended = open_frame.end
         self._task: asyncio.Task[None] | None = None
+        self._accept: tuple[str, frames.Accept, asyncio.TimerHandle] | None = None
 
     @property
     def edge_id(self) -> str:
         return self.open.peer
+
+    # -- a deferred Accept ----------------------------------------------------------------------
+
+    def _defer_accept(self, reply: str, accept: frames.Accept) -> None:
+        """Hold the Accept of a bodiless Open until this stream's first frame, or at most
+        `TransportConfig.accept_within`. The edge sends nothing before it (no body), and a
+        quick answer (most GETs) then leaves in the same socket write as its Accept: one
+        message for the relay, nats-server and the edge to handle instead of two."""
+        timer = asyncio.get_running_loop().call_later(
+            self._ep.config.accept_within,
+            lambda: asyncio.ensure_future(self._send_accept_quietly()),
+        )
+        self._accept = (reply, accept, timer)
+
+    async def _send_accept(self) -> None:
+        pending, self._accept = self._accept, None
+        if pending is None:
+            return
+        reply, accept, timer = pending
+        timer.cancel()
+        try:
+            await self._ep._publish(reply, accept)
+        except TransportClosedError as exc:
+            self._lost_nats(exc)
+
+    async def _send_accept_quietly(self) -> None:
+        with contextlib.suppress(StreamError):
+            await self._send_accept()
+
+    async def _emit(self, make: Callable[[int], frames.Frame], *, force: bool = False) -> None:
+        if self._accept is not None:
+            await self._send_accept()
+        await super()._emit(make, force=force)
+
+    async def _emit_data(self, cls: type[frames.DataFrame], piece: memoryview) -> None:
+        if self._accept is not None:
+            await self._send_accept()
+        await super()._emit_data(cls, piece)
 
     @property
     def cancelled(self) -> bool:
@@ -287,12 +327,15 @@ class RelayServer(Endpoint):
             return
         stream = ServerStream(self, frame)
         self._register(stream)
-        try:
-            accept = frames.Accept(relay=self.peer_id, credit=self.config.window)
-            await self._publish(msg.reply, accept)
-        except TransportClosedError:
-            stream._finish()
-            return
+        accept = frames.Accept(relay=self.peer_id, credit=self.config.window)
+        if frame.end and self.config.accept_within > 0:
+            stream._defer_accept(msg.reply, accept)
+        else:
+            try:
+                await self._publish(msg.reply, accept)
+            except TransportClosedError:
+                stream._finish()
+                return
         self.m.streams_opened.inc()
         task = asyncio.create_task(self._run(stream), name=f"kubegate-relay-stream-{stream.id}")
         stream._task = task

@@ -40,6 +40,7 @@ from broker.transport import (
     ServerStream,
     TransportConfig,
 )
+from broker.transport_config import TransportConfigError
 
 FAST = TransportConfig(heartbeat_interval=0.2, dead_after=1.0, window=256 * 1024)
 FIXED = TransportConfig(
@@ -873,3 +874,33 @@ async def test_responses_too_large_for_one_frame_still_arrive_whole(rig: Rig) ->
     stream = await rig.open(edge, path="/headers")
     assert (await guarded(stream.response_head())).headers == big_headers
     assert await read_all(stream) == after_head
+
+
+async def test_a_bodiless_open_is_accepted_while_its_answer_is_slow(rig: Rig) -> None:
+    """Its Accept waits for the first frame to travel with it, but not for long."""
+    release = asyncio.Event()
+
+    async def slow(stream: ServerStream) -> None:
+        body = b"".join([chunk async for chunk in stream.request_body()])
+        await release.wait()
+        await stream.respond(200, [], b"late" + body)
+
+    await rig.relay(slow)
+    edge, _ = await rig.edge()
+    stream = await guarded(rig.open(edge, has_body=False))  # no answer yet: the Accept alone
+    assert stream.remote_peer is not None and not stream.ready
+    release.set()
+    assert await read_all(stream) == b"late"
+    # and with a request body to send, the Accept (the edge's credit) leaves at once
+    stream = await guarded(rig.open(edge, method="PUT", has_body=True))
+    assert stream.remote_peer is not None
+    await stream.send(b" body")
+    await stream.end_send()
+    assert await read_all(stream) == b"late body"
+
+
+@pytest.mark.parametrize("within", [-0.1, 0.3])
+def test_an_accept_may_not_be_held_near_the_dead_peer_bound(within: float) -> None:
+    with pytest.raises(TransportConfigError, match="accept_within"):
+        TransportConfig(heartbeat_interval=0.2, dead_after=1.0, accept_within=within)
+    assert TransportConfig(heartbeat_interval=0.2, dead_after=1.0, accept_within=0.25)
