@@ -83,6 +83,8 @@ class ClientStream(StreamBase):
     async def cancel(self, reason: str = "cancelled by the client") -> None:
         """Give up the stream: the relay cancels its handler; local waiters see
         `StreamCancelledError`. A no-op once the stream has ended."""
+        if self._closed:
+            return  # the usual case: the edge's request finished and cancels just in case
         await self._abandon(
             StreamCancelledError(self.id, reason, by_peer=False),
             "cancel",
