@@ -1,22 +1,24 @@
 """The nats-py client our connections use, minus copies of every payload.
 
-nats-py builds each PUB command as `header + payload + CRLF`: two copies of the payload before
-it is written. For the 100-256 KiB frames of a port-forward or a large list those copies were
-about an eighth of an edge's CPU (perf). This client joins the command in one copy;
-`publish_parts` (any nats-py client) publishes pieces without joining them at all, for the
-data frames of `broker.transport`. It parses
-what the server sends with `broker.nats_parser` (one copy per payload instead of three).
-Messages with headers are published through nats-py's own path unchanged. Received header
-blocks are split by `parse_header_lines`, nats-py's rules in a third of the time (every
-JetStream delivery has them: 3.7 -> 1.5 us for a control event's three headers). Tests hold all
-of it to nats-py's bytes, calls and dicts; since it leans on nats-py internals (`_send_publish`,
-`_ps`, `_parse_header_lines`), pyproject pins nats-py to the minor release it was checked
-against.
+- Out: nats-py builds each PUB command as `header + payload + CRLF`, two copies of the payload
+  (for the 100-256 KiB frames of a port-forward or a large list, about an eighth of an edge's
+  CPU). This client joins the command in one copy; `publish_parts` (any nats-py client)
+  publishes pieces without joining them at all, for the data frames of `broker.transport`.
+  Messages with headers go through nats-py's own path unchanged.
+- In: TCP servers are read through `broker.nats_transport.ChunkTransport` (no StreamReader, two
+  fewer copies of every byte) and parsed by `broker.nats_parser` (one copy per payload instead
+  of three). Header blocks are split by `parse_header_lines`, nats-py's rules in a third of the
+  time (every JetStream delivery has them: 3.7 -> 1.5 us for a control event's three headers).
+
+Tests hold all of it to nats-py's bytes, calls and dicts. Since it leans on nats-py internals
+(`_send_publish`, `_ps`, `_parse_header_lines`, `_connect_to_server`, `_pending`), pyproject pins
+nats-py to the minor release it was checked against.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,6 +26,7 @@ from nats import errors
 from nats.aio.client import Client, _validate_subject
 
 from broker.nats_parser import CRLF, Buffer, Parser
+from broker.nats_transport import ChunkTransport
 
 _PLAIN_HEADER_LINE = b"NATS/1.0\r\n"
 _WHITESPACE = re.compile(r"\s")
@@ -105,6 +108,18 @@ class NatsClient(Client):
     def __init__(self) -> None:
         super().__init__()
         self._ps = Parser(self)
+
+    async def _connect_to_server(self, s: Any) -> None:
+        """nats-py's, with `ChunkTransport` for TCP servers (WebSocket ones keep nats-py's)."""
+        if s.uri.scheme not in ("nats", "tls"):
+            await super()._connect_to_server(s)
+            return
+        s.last_attempt = time.monotonic()
+        if not isinstance(self._transport, ChunkTransport):
+            self._transport = ChunkTransport()
+        await self._transport.connect(
+            s.uri, buffer_size=0, connect_timeout=self.options["connect_timeout"]
+        )
 
     async def _process_headers(self, headers: bytes) -> dict[str, str] | None:
         """A block without a status line (every stored message) is split here directly; the

@@ -1,0 +1,221 @@
+"""nats-py's TCP transport without asyncio's StreamReader: each read hands over what arrived.
+
+nats-py reads its socket through a `StreamReader` limited to 32 KiB: every piece the event loop
+receives is appended to the reader's buffer (a copy), read back out in 32 KiB slices (a second
+copy), and the socket is paused and resumed each time 64 KiB are waiting. A relay carrying a
+port-forward receives 100-256 KiB frames that way. This transport keeps the pieces as the loop
+delivered them and gives the parser all of them at once (`broker.nats_parser` takes a payload
+from the pieces it spans with one copy), pausing the socket only past `high_water` bytes.
+
+It implements nats-py's `Transport` interface, and `broker.nats_client.NatsClient` installs it for
+`nats://` and `tls://` servers. TLS (a `tls://` URL or a server that requires it) goes through
+`loop.start_tls` on the same protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections import deque
+from typing import Any
+from urllib.parse import ParseResult
+
+from nats.aio.transport import Transport
+
+HIGH_WATER = 4 * 1024 * 1024
+"""Received bytes the transport holds before it stops reading the socket (the server then
+holds the rest; a slow consumer is the server's to detect)."""
+
+
+class _Receiver(asyncio.Protocol):
+    """The socket end: queues what arrives and wakes the reader; tracks write flow control."""
+
+    def __init__(self, owner: ChunkTransport) -> None:
+        self.owner = owner
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.owner._on_connected(transport)  # type: ignore[arg-type]
+
+    def data_received(self, data: bytes) -> None:
+        self.owner._on_data(data)
+
+    def eof_received(self) -> bool | None:
+        self.owner._on_eof(None)
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.owner._on_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.owner._write_paused = True
+
+    def resume_writing(self) -> None:
+        self.owner._write_paused = False
+        self.owner._wake_drainers()
+
+
+class ChunkTransport(Transport):
+    """A nats-py `Transport` over an asyncio protocol; `read` returns everything received."""
+
+    def __init__(self, high_water: int = HIGH_WATER) -> None:
+        self.high_water = high_water
+        self._transport: asyncio.Transport | None = None
+        self._protocol = _Receiver(self)
+        self._reset()
+
+    def _reset(self) -> None:
+        self._chunks: deque[bytes] = deque()
+        self._size = 0
+        self._eof = False
+        self._error: Exception | None = None
+        self._reading_paused = False
+        self._read_waiter: asyncio.Future[None] | None = None
+        self._write_paused = False
+        self._drainers: list[asyncio.Future[None]] = []
+        self._closed: asyncio.Event = asyncio.Event()
+
+    # -- nats-py's Transport ---------------------------------------------------------------
+
+    async def connect(self, uri: ParseResult, buffer_size: int, connect_timeout: int) -> None:
+        if self._transport is not None:  # a reconnect reuses the transport object
+            self._transport.abort()
+            self._transport = None
+        self._reset()
+        loop = asyncio.get_running_loop()
+        await asyncio.wait_for(
+            loop.create_connection(lambda: self._protocol, uri.hostname, uri.port),
+            connect_timeout,
+        )
+
+    async def connect_tls(
+        self,
+        uri: str | ParseResult,
+        ssl_context: ssl.SSLContext,
+        buffer_size: int,
+        connect_timeout: int,
+    ) -> None:
+        assert self._transport is not None, "connect must be called first"
+        hostname = uri if isinstance(uri, str) else uri.hostname
+        upgraded = await asyncio.wait_for(
+            asyncio.get_running_loop().start_tls(
+                self._transport, self._protocol, ssl_context, server_hostname=hostname
+            ),
+            connect_timeout,
+        )
+        assert upgraded is not None
+        self._transport = upgraded  # type: ignore[assignment]
+
+    def write(self, payload: Any) -> None:
+        assert self._transport is not None, "connect must be called first"
+        self._transport.write(payload)
+
+    def writelines(self, payload: Any) -> None:
+        assert self._transport is not None, "connect must be called first"
+        self._transport.writelines(payload)
+
+    async def read(self, buffer_size: int) -> bytes:
+        """Everything received so far (waiting for at least one byte); b"" at the end.
+        `buffer_size` is ignored, as nats-py's WebSocket transport does."""
+        while not self._chunks:
+            if self._error is not None:
+                raise self._error
+            if self._eof:
+                return b""
+            await self._wait_readable()
+        if len(self._chunks) == 1:
+            data = self._chunks.popleft()
+        else:
+            data = b"".join(self._chunks)
+            self._chunks.clear()
+        self._size = 0
+        if self._reading_paused and self._transport is not None:
+            self._reading_paused = False
+            self._transport.resume_reading()
+        return data
+
+    async def readline(self) -> bytes:
+        """Up to and including the next b"\\n" (the INFO and PONG lines of the handshake)."""
+        while True:
+            joined = b"".join(self._chunks)
+            end = joined.find(b"\n")
+            if end >= 0:
+                line, rest = joined[: end + 1], joined[end + 1 :]
+                self._chunks.clear()
+                if rest:
+                    self._chunks.append(rest)
+                self._size = len(rest)
+                return line
+            if self._error is not None:
+                raise self._error
+            if self._eof:
+                return joined
+            await self._wait_readable()
+
+    async def drain(self) -> None:
+        if self._error is not None:
+            raise self._error
+        if not self._write_paused:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._drainers.append(waiter)
+        await waiter
+
+    async def wait_closed(self) -> None:
+        if self._transport is not None:
+            await self._closed.wait()
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def at_eof(self) -> bool:
+        return self._eof and not self._chunks
+
+    def __bool__(self) -> bool:
+        return self._transport is not None
+
+    # -- from the protocol ---------------------------------------------------------------------
+
+    def _on_connected(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+
+    def _on_data(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._size += len(data)
+        if self._size > self.high_water and not self._reading_paused:
+            self._reading_paused = True
+            assert self._transport is not None
+            self._transport.pause_reading()
+        self._wake_reader()
+
+    def _on_eof(self, exc: Exception | None) -> None:
+        self._eof = True
+        if exc is not None and self._error is None:
+            self._error = exc
+        self._wake_reader()
+
+    def _on_lost(self, exc: Exception | None) -> None:
+        self._on_eof(exc)
+        self._wake_drainers(exc or ConnectionResetError("connection lost"))
+        self._closed.set()
+
+    def _wake_reader(self) -> None:
+        waiter = self._read_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _wake_drainers(self, exc: Exception | None = None) -> None:
+        for waiter in self._drainers:
+            if not waiter.done():
+                if exc is None:
+                    waiter.set_result(None)
+                else:
+                    waiter.set_exception(exc)
+        self._drainers.clear()
+
+    async def _wait_readable(self) -> None:
+        self._read_waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._read_waiter
+        finally:
+            self._read_waiter = None

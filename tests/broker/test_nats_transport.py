@@ -1,0 +1,142 @@
+"""`ChunkTransport`: what the loop receives reaches nats-py's read loop whole, the socket pauses
+past the high-water mark, and kubegate's connections use it, over TLS too."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import ssl
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+from broker.connection import connect
+from broker.nats_transport import ChunkTransport
+from broker.server import EmbeddedNats
+from ops.sim.pki import CertificateAuthority
+
+
+class Sender:
+    """A plain TCP server that writes what a test hands it to the one client that connects."""
+
+    def __init__(self) -> None:
+        self.writer: asyncio.StreamWriter | None = None
+        self.connected = asyncio.Event()
+        self.server: asyncio.Server | None = None
+
+    async def _handle(self, _r: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self.connected.set()
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return f"nats://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def send(self, data: bytes) -> None:
+        assert self.writer is not None
+        self.writer.write(data)
+        await self.writer.drain()
+
+
+@pytest.fixture
+async def sender() -> AsyncIterator[Sender]:
+    s = Sender()
+    yield s
+    if s.writer is not None:
+        s.writer.close()
+    if s.server is not None:
+        s.server.close()
+
+
+async def _connected(sender: Sender, **kw: int) -> ChunkTransport:
+    url = await sender.start()
+    transport = ChunkTransport(**kw)
+    await transport.connect(urlparse(url), buffer_size=0, connect_timeout=5)
+    await asyncio.wait_for(sender.connected.wait(), 5)
+    return transport
+
+
+async def test_a_read_returns_everything_received_in_order(sender: Sender) -> None:
+    transport = await _connected(sender)
+    sent = [os.urandom(n) for n in (1, 1000, 70_000, 300_000)]
+    for piece in sent:
+        await sender.send(piece)
+    got = b""
+    while len(got) < sum(map(len, sent)):
+        got += await asyncio.wait_for(transport.read(32768), 10)  # the size is not a bound
+    assert got == b"".join(sent)
+    transport.close()
+    await asyncio.wait_for(transport.wait_closed(), 5)
+
+
+async def test_lines_are_read_across_pieces_and_the_rest_is_kept(sender: Sender) -> None:
+    transport = await _connected(sender)
+    await sender.send(b"INFO {")
+    await asyncio.sleep(0.05)
+    await sender.send(b'"a":1}\r\nPONG\r\nMSG x 1 2\r\n')
+    assert await asyncio.wait_for(transport.readline(), 5) == b'INFO {"a":1}\r\n'
+    assert await asyncio.wait_for(transport.readline(), 5) == b"PONG\r\n"
+    assert await asyncio.wait_for(transport.read(10), 5) == b"MSG x 1 2\r\n"
+    transport.close()
+
+
+async def test_the_socket_pauses_past_the_high_water_mark(sender: Sender) -> None:
+    transport = await _connected(sender, high_water=64 * 1024)
+    block = os.urandom(1024 * 1024)
+    # nobody reads: the transport stops reading, so the kernel buffers fill and drain stalls
+    sending = asyncio.ensure_future(sender.send(block * 16))
+    await asyncio.sleep(0.5)
+    assert transport._reading_paused and not sending.done()
+    assert transport._size < 64 * 1024 + 1024 * 1024  # one loop read past the mark at most
+    got = bytearray()
+    while len(got) < 16 * len(block):
+        got += await asyncio.wait_for(transport.read(0), 10)
+    await sending
+    assert bytes(got) == block * 16 and not transport._reading_paused
+
+
+async def test_the_end_of_the_connection_is_seen(sender: Sender) -> None:
+    transport = await _connected(sender)
+    await sender.send(b"last words")
+    assert sender.writer is not None
+    sender.writer.close()
+    assert await asyncio.wait_for(transport.read(0), 5) == b"last words"
+    assert await asyncio.wait_for(transport.read(0), 5) == b""
+    assert transport.at_eof()
+
+
+async def test_kubegate_connections_read_through_it(nats_url: str) -> None:
+    nc = await connect(nats_url, name="t-transport")
+    try:
+        assert isinstance(nc._transport, ChunkTransport)
+        body = os.urandom(900_000)
+        sub = await nc.subscribe("transport.big")
+        await nc.publish("transport.big", body)
+        assert (await sub.next_msg(timeout=10)).data == body
+    finally:
+        await nc.close()
+
+
+async def test_a_server_that_requires_tls_is_reached_through_it(tmp_path: Path) -> None:
+    ca = CertificateAuthority(tmp_path / "ca")
+    issued = ca.issue_server(["127.0.0.1", "localhost"])
+    (tmp_path / "server.crt").write_bytes(issued.cert_pem)
+    (tmp_path / "server.key").write_bytes(issued.key_pem)
+    tls = f'tls {{ cert_file: "{tmp_path / "server.crt"}", key_file: "{tmp_path / "server.key"}" }}'
+    server = EmbeddedNats(data_dir=tmp_path / "n", extra_config=tls).start()
+    client_tls = ssl.create_default_context(cafile=str(ca.cert_path))
+    try:
+        nc = await connect(server.url, name="t-tls", tls=client_tls, tls_hostname="127.0.0.1")
+        try:
+            assert isinstance(nc._transport, ChunkTransport)
+            assert nc._transport._transport.get_extra_info("ssl_object") is not None
+            body = os.urandom(500_000)
+            sub = await nc.subscribe("transport.tls")
+            await nc.publish("transport.tls", body)
+            assert (await sub.next_msg(timeout=10)).data == body
+        finally:
+            await nc.close()
+    finally:
+        server.stop()
