@@ -4,8 +4,9 @@ nats-py reads its socket through a `StreamReader` limited to 32 KiB: every piece
 receives is appended to the reader's buffer (a copy), read back out in 32 KiB slices (a second
 copy), and the socket is paused and resumed each time 64 KiB are waiting. A relay carrying a
 port-forward receives 100-256 KiB frames that way. This transport keeps the pieces as the loop
-delivered them and gives the parser all of them at once (`broker.nats_parser` takes a payload
-from the pieces it spans with one copy), pausing the socket only past `high_water` bytes.
+delivered them and gives them to the parser one by one, uncopied (`broker.nats_parser` takes a
+payload from the pieces it spans with one copy), pausing the socket only past `high_water`
+bytes.
 
 It implements nats-py's `Transport` interface, and `broker.nats_client.NatsClient` installs it for
 `nats://` and `tls://` servers. TLS (a `tls://` URL or a server that requires it) goes through
@@ -114,21 +115,18 @@ class ChunkTransport(Transport):
         self._transport.writelines(payload)
 
     async def read(self, buffer_size: int) -> bytes:
-        """Everything received so far (waiting for at least one byte); b"" at the end.
-        `buffer_size` is ignored, as nats-py's WebSocket transport does."""
+        """The oldest piece received, as the event loop delivered it (waiting for one); b"" at
+        the end. Never joined: the parser takes each payload from the pieces it spans with one
+        copy anyway. `buffer_size` is ignored, as nats-py's WebSocket transport does."""
         while not self._chunks:
             if self._error is not None:
                 raise self._error
             if self._eof:
                 return b""
             await self._wait_readable()
-        if len(self._chunks) == 1:
-            data = self._chunks.popleft()
-        else:
-            data = b"".join(self._chunks)
-            self._chunks.clear()
-        self._size = 0
-        if self._reading_paused and self._transport is not None:
+        data = self._chunks.popleft()
+        self._size -= len(data)
+        if self._reading_paused and self._size <= self.high_water // 2 and self._transport:
             self._reading_paused = False
             self._transport.resume_reading()
         return data
