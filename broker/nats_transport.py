@@ -29,30 +29,42 @@ holds the rest; a slow consumer is the server's to detect)."""
 
 
 class _Receiver(asyncio.Protocol):
-    """The socket end: queues what arrives and wakes the reader; tracks write flow control."""
+    """One connection's socket end: queues what arrives and wakes the reader; tracks write
+    flow control. A reconnect makes a new one: callbacks from an earlier connection (its
+    `connection_lost` may come after the next connection began) are ignored."""
 
     def __init__(self, owner: ChunkTransport) -> None:
         self.owner = owner
 
+    @property
+    def current(self) -> bool:
+        return self.owner._protocol is self
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.owner._on_connected(transport)  # type: ignore[arg-type]
+        if self.current:
+            self.owner._on_connected(transport)  # type: ignore[arg-type]
 
     def data_received(self, data: bytes) -> None:
-        self.owner._on_data(data)
+        if self.current:
+            self.owner._on_data(data)
 
     def eof_received(self) -> bool | None:
-        self.owner._on_eof(None)
+        if self.current:
+            self.owner._on_eof(None)
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.owner._on_lost(exc)
+        if self.current:
+            self.owner._on_lost(exc)
 
     def pause_writing(self) -> None:
-        self.owner._write_paused = True
+        if self.current:
+            self.owner._write_paused = True
 
     def resume_writing(self) -> None:
-        self.owner._write_paused = False
-        self.owner._wake_drainers()
+        if self.current:
+            self.owner._write_paused = False
+            self.owner._wake_drainers()
 
 
 class ChunkTransport(Transport):
@@ -82,10 +94,10 @@ class ChunkTransport(Transport):
             self._transport.abort()
             self._transport = None
         self._reset()
+        self._protocol = protocol = _Receiver(self)
         loop = asyncio.get_running_loop()
         await asyncio.wait_for(
-            loop.create_connection(lambda: self._protocol, uri.hostname, uri.port),
-            connect_timeout,
+            loop.create_connection(lambda: protocol, uri.hostname, uri.port), connect_timeout
         )
 
     async def connect_tls(

@@ -140,3 +140,25 @@ async def test_a_server_that_requires_tls_is_reached_through_it(tmp_path: Path) 
             await nc.close()
     finally:
         server.stop()
+
+
+async def test_a_reconnect_is_not_ended_by_the_old_connection_closing(sender: Sender) -> None:
+    transport = await _connected(sender)
+    second = Sender()
+    url = await second.start()
+    try:
+        # connect again at once: the first connection is aborted, and its connection_lost
+        # arrives while (or after) the second one is made
+        await transport.connect(urlparse(url), buffer_size=0, connect_timeout=5)
+        await asyncio.wait_for(second.connected.wait(), 5)
+        await asyncio.sleep(0.1)
+        assert not transport.at_eof() and transport._error is None
+        await second.send(b"from the new server")
+        assert await asyncio.wait_for(transport.read(0), 5) == b"from the new server"
+        transport.close()
+        await asyncio.wait_for(transport.wait_closed(), 5)
+    finally:
+        if second.writer is not None:
+            second.writer.close()
+        if second.server is not None:
+            second.server.close()
