@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+from nats.aio.client import Client
 
 from broker.connection import connect
 from broker.nats_transport import ChunkTransport
@@ -107,14 +108,18 @@ async def test_the_end_of_the_connection_is_seen(sender: Sender) -> None:
     assert transport.at_eof()
 
 
+async def _carries_a_large_message(nc: Client, subject: str) -> None:
+    assert isinstance(nc._transport, ChunkTransport)
+    body = os.urandom(900_000)
+    sub = await nc.subscribe(subject)
+    await nc.publish(subject, body)
+    assert (await sub.next_msg(timeout=10)).data == body
+
+
 async def test_kubegate_connections_read_through_it(nats_url: str) -> None:
     nc = await connect(nats_url, name="t-transport")
     try:
-        assert isinstance(nc._transport, ChunkTransport)
-        body = os.urandom(900_000)
-        sub = await nc.subscribe("transport.big")
-        await nc.publish("transport.big", body)
-        assert (await sub.next_msg(timeout=10)).data == body
+        await _carries_a_large_message(nc, "transport.big")
     finally:
         await nc.close()
 
@@ -130,12 +135,8 @@ async def test_a_server_that_requires_tls_is_reached_through_it(tmp_path: Path) 
     try:
         nc = await connect(server.url, name="t-tls", tls=client_tls, tls_hostname="127.0.0.1")
         try:
-            assert isinstance(nc._transport, ChunkTransport)
+            await _carries_a_large_message(nc, "transport.tls")
             assert nc._transport._transport.get_extra_info("ssl_object") is not None
-            body = os.urandom(500_000)
-            sub = await nc.subscribe("transport.tls")
-            await nc.publish("transport.tls", body)
-            assert (await sub.next_msg(timeout=10)).data == body
         finally:
             await nc.close()
     finally:
