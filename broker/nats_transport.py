@@ -68,7 +68,7 @@ class _Receiver(asyncio.Protocol):
 
 
 class ChunkTransport(Transport):
-    """A nats-py `Transport` over an asyncio protocol; `read` returns everything received."""
+    """A nats-py `Transport` over an asyncio protocol; `read` returns each piece received."""
 
     def __init__(self, high_water: int = HIGH_WATER) -> None:
         self.high_water = high_water
@@ -119,12 +119,17 @@ class ChunkTransport(Transport):
         self._transport = upgraded  # type: ignore[assignment]
 
     def write(self, payload: Any) -> None:
-        assert self._transport is not None, "connect must be called first"
-        self._transport.write(payload)
+        self._connected().write(payload)
 
     def writelines(self, payload: Any) -> None:
-        assert self._transport is not None, "connect must be called first"
-        self._transport.writelines(payload)
+        self._connected().writelines(payload)
+
+    def _connected(self) -> asyncio.Transport:
+        if self._transport is None:
+            # RuntimeError, as the asyncio transport gives once closed: nats-py's flusher
+            # expects it (a failed reconnect can leave us without a connection)
+            raise RuntimeError("the NATS connection is not established")
+        return self._transport
 
     async def read(self, buffer_size: int) -> bytes:
         """The oldest piece received, as the event loop delivered it (waiting for one); b"" at

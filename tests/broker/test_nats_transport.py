@@ -163,3 +163,8 @@ async def test_a_reconnect_is_not_ended_by_the_old_connection_closing(sender: Se
             second.writer.close()
         if second.server is not None:
             second.server.close()
+
+
+def test_writing_without_a_connection_is_the_error_nats_py_expects() -> None:
+    with pytest.raises(RuntimeError, match="not established"):
+        ChunkTransport().writelines([b"PING\r\n"])
