@@ -136,12 +136,25 @@ class ServerStream(StreamBase):
     async def send_head(self, status: int, headers: list[tuple[str, str]] | None = None) -> None:
         """Send the response status and headers; once, before any `send`."""
         async with self._send_lock:
-            self._check_can_send()
-            if self._head_sent:
-                raise StreamStateError(self.id, "the response head was already sent")
-            head = [(k, v) for k, v in headers or ()]
-            await self._emit(lambda seq: frames.Head(seq=seq, status=status, headers=head))
-            self._head_sent = True
+            await self._emit_head(status, headers)
+
+    async def _emit_head(
+        self,
+        status: int,
+        headers: list[tuple[str, str]] | None,
+        body: bytes = b"",
+        *,
+        end: bool = False,
+    ) -> None:
+        """The `Head` frame, once (the caller holds the send lock)."""
+        self._check_can_send()
+        if self._head_sent:
+            raise StreamStateError(self.id, "the response head was already sent")
+        head = [(k, v) for k, v in headers or ()]
+        await self._emit(
+            lambda seq: frames.Head(seq=seq, status=status, headers=head, data=body, end=end)
+        )
+        self._head_sent = True
 
     async def respond(
         self, status: int, headers: list[tuple[str, str]] | None, body: bytes
@@ -153,20 +166,12 @@ class ServerStream(StreamBase):
         whole = False
         if self.open.head_body and len(body) <= min(self._credit, self._ep.config.chunk_size):
             async with self._send_lock:
-                self._check_can_send()
-                if self._head_sent:
-                    raise StreamStateError(self.id, "the response head was already sent")
-                head = [(k, v) for k, v in headers or ()]
                 try:
-                    await self._emit(
-                        lambda seq: frames.Head(
-                            seq=seq, status=status, headers=head, data=body, end=True
-                        )
-                    )
+                    await self._emit_head(status, headers, body, end=True)
                 except FrameTooLargeError:
                     pass  # headers near the frame limit: they go alone, the body after
                 else:
-                    whole = self._head_sent = self._send_closed = True
+                    whole = self._send_closed = True
                     self._credit -= len(body)
                     self.bytes_sent += len(body)
         if whole:
