@@ -41,6 +41,7 @@ from broker.transport import (
     TransportConfig,
 )
 from broker.transport_config import TransportConfigError
+from tests.support import eventually
 
 FAST = TransportConfig(heartbeat_interval=0.2, dead_after=1.0, window=256 * 1024)
 FIXED = TransportConfig(
@@ -49,16 +50,6 @@ FIXED = TransportConfig(
 """Windows that never grow, for tests that count grants."""
 MiB = 1024 * 1024
 T = TypeVar("T")
-
-
-async def eventually(check: Callable[[], bool], what: str, within: float = 20.0) -> None:
-    """Poll `check` until it holds; fail with `what` if it never does."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not check():
-        if loop.time() > deadline:
-            pytest.fail(f"never happened: {what}")
-        await asyncio.sleep(0.02)
 
 
 async def guarded(awaitable: Awaitable[T]) -> T:
