@@ -166,7 +166,7 @@ class RelayAgent:
         headers = hdr.downstream_headers(resp.headers, upgrade=False)
         if resp.complete:  # a small answer, all here: one frame to the edge if it fits
             try:
-                body = b"".join([chunk async for chunk in resp.chunks])
+                body = await resp.read()
             except UpstreamError as exc:
                 await stream.fail(frames.ErrorCode.UPSTREAM, _one_line(str(exc)))
                 return "upstream_error"
@@ -192,7 +192,7 @@ class RelayAgent:
 
     async def _pass_back(self, stream: ServerStream, resp: UpstreamResponse) -> str:
         """A refused upgrade: status, headers and body exactly as the API server sent them."""
-        body = b"".join([chunk async for chunk in resp.chunks])
+        body = await resp.read()
         out = [
             (k, v)
             for k, v in hdr.downstream_headers(resp.headers, upgrade=False)

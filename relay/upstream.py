@@ -46,6 +46,10 @@ class UpstreamResponse:
     """The whole body was already here with the head: reading `chunks` will not wait."""
     _release: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
+    async def read(self) -> bytes:
+        """The whole body, read to its end (for answers known to be small or already here)."""
+        return b"".join([chunk async for chunk in self.chunks])
+
     async def close(self) -> None:
         """Give the connection up (closing it if the body was not read to the end)."""
         for release in self._release:
