@@ -38,6 +38,7 @@ from broker.errors import (
     TransportClosedError,
 )
 from broker.nats_client import publish_parts
+from broker.nats_parser import Buffer
 from broker.transport_config import TransportConfig
 from broker.transport_metrics import TransportMetrics
 from broker.transport_stream import LiveStream, StreamBase
@@ -171,29 +172,20 @@ class Endpoint:
 
     # -- publishing --------------------------------------------------------------------------
 
-    async def _send_raw(self, subject: str, data: bytes, frame_type: str) -> None:
-        """Hand encoded frame bytes to NATS. Appending to the client's outbound buffer happens
-        before the first suspension point, which keeps per-stream seq order."""
+    async def _send_raw(self, subject: str, parts: tuple[Buffer, ...], frame_type: str) -> None:
+        """Hand an encoded frame to NATS: its bytes, or a data frame's head and its data
+        (`frames.data_frame_head`), which then reach the socket uncopied. Appending to the
+        client's outbound buffer happens before the first suspension point, which keeps
+        per-stream seq order."""
         try:
-            await self._nc.publish(subject, data)
+            await publish_parts(self._nc, subject, parts)
         except nats.errors.Error as exc:
             raise TransportClosedError(f"publish to {subject} failed: {exc!r}") from exc
-        self.m.frame("out", frame_type, len(data))
-
-    async def _send_data_frame(
-        self, subject: str, head: bytes, data: memoryview, frame_type: str
-    ) -> None:
-        """`_send_raw` of a data frame given as its head and its data (`frames.data_frame_head`):
-        the data goes to the socket uncopied."""
-        try:
-            await publish_parts(self._nc, subject, (head, data))
-        except nats.errors.Error as exc:
-            raise TransportClosedError(f"publish to {subject} failed: {exc!r}") from exc
-        self.m.frame("out", frame_type, len(head) + len(data))
+        self.m.frame("out", frame_type, sum(map(len, parts)))
 
     async def _publish(self, subject: str, frame: frames.Frame) -> None:
         data = frames.encode_frame(frame, self.config.max_frame_bytes)
-        await self._send_raw(subject, data, frames.frame_type(frame))
+        await self._send_raw(subject, (data,), frames.frame_type(frame))
 
     # -- receiving ---------------------------------------------------------------------------
 

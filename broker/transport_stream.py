@@ -178,7 +178,7 @@ class StreamBase:
             self._out_seq -= 1  # nothing reached NATS: give the number back
             raise
         try:
-            await self._ep._send_raw(self._subject, data, frames.frame_type(frame))
+            await self._ep._send_raw(self._subject, (data,), frames.frame_type(frame))
         except TransportClosedError as exc:
             self._lost_nats(exc)
 
@@ -193,7 +193,7 @@ class StreamBase:
             self._out_seq -= 1
             raise FrameTooLargeError(len(head) + len(piece), max_bytes, cls.__struct_config__.tag)
         try:
-            await self._ep._send_data_frame(self._subject, head, piece, cls.__struct_config__.tag)
+            await self._ep._send_raw(self._subject, (head, piece), cls.__struct_config__.tag)
         except TransportClosedError as exc:
             self._lost_nats(exc)
 
