@@ -115,7 +115,6 @@ class PolicyProjection:
         self.staleness_bound_s = staleness_bound_s
         self.version = 0
         self._listeners: list[ChangeListener] = []
-        self._pending: set[str] | None = set()
         self._wake = asyncio.Event()
         self._deadline_task: asyncio.Task[None] | None = None
         self.runner = ProjectionRunner(
@@ -130,6 +129,7 @@ class PolicyProjection:
     # -- the model side (called by the runner) -------------------------------------------
 
     def apply_batch(self, records: Sequence[LogRecord]) -> None:
+        shrunk: set[str] | None = set()
         for record in records:
             event = record.event
             if not isinstance(event, events.Event):
@@ -137,13 +137,18 @@ class PolicyProjection:
             self.state.apply(event)
             self.version += 1
             who = shrinks_access_of(event)
-            if who is False or self._pending is None:
+            if who is False or shrunk is None:
                 continue
             if who is None:
-                self._pending = None
+                shrunk = None
             else:
-                self._pending |= who
-        self._wake.set()
+                shrunk |= who
+        if shrunk is None or shrunk:
+            # Told here, not from the deadline task: a cut is the urgent part of a
+            # revocation, and on a host running many relays each task hop in between waits
+            # behind every other relay's work.
+            self._notify(shrunk)
+        self._wake.set()  # the deadline task: the next deadline may have moved
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -167,7 +172,7 @@ class PolicyProjection:
         self._listeners.append(listener)
 
     async def _watch(self) -> None:
-        """Notify listeners after shrinking batches, and at each time-based deadline."""
+        """Notify listeners at each time-based deadline (recomputed after every batch)."""
         while True:
             deadline = self.state.next_deadline(self.clock())
             timeout = None
@@ -179,12 +184,8 @@ class PolicyProjection:
                 async with asyncio.timeout(timeout):
                     await self._wake.wait()
                 self._wake.clear()
-                pending, self._pending = self._pending, set()
-                if pending is not None and not pending:
-                    continue
             except TimeoutError:
-                pending = None  # a deadline passed: anyone may be affected
-            self._notify(pending)
+                self._notify(None)  # a deadline passed: anyone may be affected
 
     def _notify(self, users: set[str] | None) -> None:
         who = None if users is None else frozenset(users)
