@@ -82,8 +82,10 @@ class ChunkTransport(Transport):
         self._eof = False
         self._error: Exception | None = None
         self._reading_paused = False
+        self._upgrading = False
         self._read_waiter: asyncio.Future[None] | None = None
         self._write_paused = False
+        self._lost = False
         self._drainers: list[asyncio.Future[None]] = []
         self._closed: asyncio.Event = asyncio.Event()
 
@@ -109,14 +111,22 @@ class ChunkTransport(Transport):
     ) -> None:
         assert self._transport is not None, "connect must be called first"
         hostname = uri if isinstance(uri, str) else uri.hostname
-        upgraded = await asyncio.wait_for(
-            asyncio.get_running_loop().start_tls(
-                self._transport, self._protocol, ssl_context, server_hostname=hostname
-            ),
-            connect_timeout,
-        )
+        # What the server sends right after the handshake reaches `_on_data` before start_tls
+        # returns the TLS transport: pausing then would pause the socket under the TLS layer,
+        # and the later resume would go to the TLS transport and never undo it.
+        self._upgrading = True
+        try:
+            upgraded = await asyncio.wait_for(
+                asyncio.get_running_loop().start_tls(
+                    self._transport, self._protocol, ssl_context, server_hostname=hostname
+                ),
+                connect_timeout,
+            )
+        finally:
+            self._upgrading = False
         assert upgraded is not None
         self._transport = upgraded  # type: ignore[assignment]
+        self._pause_if_full()
 
     def write(self, payload: Any) -> None:
         self._connected().write(payload)
@@ -169,6 +179,10 @@ class ChunkTransport(Transport):
     async def drain(self) -> None:
         if self._error is not None:
             raise self._error
+        if self._lost:
+            # as asyncio's StreamWriter: a connection that ended (even cleanly, which asyncio's
+            # TLS layer reports without resuming writing) cannot be drained
+            raise ConnectionResetError("connection lost")
         if not self._write_paused:
             return
         waiter = asyncio.get_running_loop().create_future()
@@ -197,11 +211,14 @@ class ChunkTransport(Transport):
     def _on_data(self, data: bytes) -> None:
         self._chunks.append(data)
         self._size += len(data)
-        if self._size > self.high_water and not self._reading_paused:
+        self._pause_if_full()
+        self._wake_reader()
+
+    def _pause_if_full(self) -> None:
+        if self._size > self.high_water and not self._reading_paused and not self._upgrading:
             self._reading_paused = True
             assert self._transport is not None
             self._transport.pause_reading()
-        self._wake_reader()
 
     def _on_eof(self, exc: Exception | None) -> None:
         self._eof = True
@@ -211,6 +228,8 @@ class ChunkTransport(Transport):
 
     def _on_lost(self, exc: Exception | None) -> None:
         self._on_eof(exc)
+        self._lost = True
+        self._write_paused = False
         self._wake_drainers(exc or ConnectionResetError("connection lost"))
         self._closed.set()
 

@@ -165,6 +165,59 @@ async def test_a_reconnect_is_not_ended_by_the_old_connection_closing(sender: Se
             second.server.close()
 
 
+async def test_a_flood_right_after_the_tls_handshake_is_read_whole(tmp_path: Path) -> None:
+    """What arrives before start_tls returns must not pause the socket under the TLS layer:
+    the resume would go to the TLS transport and the connection would stall for good."""
+    ca = CertificateAuthority(tmp_path / "ca")
+    issued = ca.issue_server(["127.0.0.1"])
+    (tmp_path / "s.crt").write_bytes(issued.cert_pem)
+    (tmp_path / "s.key").write_bytes(issued.key_pem)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(tmp_path / "s.crt", tmp_path / "s.key")
+    flood = os.urandom(1024 * 1024) * 16
+    done = asyncio.Event()
+
+    async def handle(_r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        w.write(b"INFO {}\r\n")
+        await w.drain()
+        await w.start_tls(server_tls)
+        w.write(flood)  # at once, as the handshake ends
+        await w.drain()
+        await done.wait()
+        w.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    transport = ChunkTransport(high_water=64 * 1024)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        await transport.connect(urlparse(f"nats://127.0.0.1:{port}"), 0, 5)
+        assert await asyncio.wait_for(transport.readline(), 5) == b"INFO {}\r\n"
+        client_tls = ssl.create_default_context(cafile=str(ca.cert_path))
+        await transport.connect_tls("127.0.0.1", client_tls, 0, 5)
+        await asyncio.sleep(0.3)  # let the flood hit the mark
+        got = bytearray()
+        while len(got) < len(flood):
+            got += await asyncio.wait_for(transport.read(0), 5)
+        assert bytes(got) == flood
+    finally:
+        done.set()
+        transport.close()
+        server.close()
+
+
+async def test_drain_after_a_clean_close_raises_instead_of_waiting_forever(
+    sender: Sender,
+) -> None:
+    """asyncio's TLS layer ends a connection with connection_lost(None) and no resume_writing;
+    nats-py's close then drains what it buffered, and must get an error, not a hang."""
+    transport = await _connected(sender)
+    receiver = transport._protocol
+    receiver.pause_writing()  # as the loop does when the socket's buffers are full
+    receiver.connection_lost(None)
+    with pytest.raises(ConnectionResetError):
+        await asyncio.wait_for(transport.drain(), 5)
+
+
 def test_writing_without_a_connection_is_the_error_nats_py_expects() -> None:
     with pytest.raises(RuntimeError, match="not established"):
         ChunkTransport().writelines([b"PING\r\n"])
