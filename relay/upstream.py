@@ -32,6 +32,10 @@ Headers = list[tuple[str, str]]
 _SKIP_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 _MAX_ERROR_BODY = 1 << 20
 """Largest non-101 answer to an upgrade the relay reads (a Status is a few hundred bytes)."""
+SMALL_BODY = 256 * 1024
+"""Largest body `UpstreamResponse.complete` reports: one data chunk, the most that can travel
+in the response head. A larger body already here streams as chunks rather than being joined
+into one copy first."""
 
 
 @dataclass
@@ -43,7 +47,8 @@ class UpstreamResponse:
     chunks: AsyncIterator[bytes]
     tunnel: UpgradedConnection | None = None
     complete: bool = False
-    """The whole body was already here with the head: reading `chunks` will not wait."""
+    """The whole body, at most `SMALL_BODY`, was already here with the head: `read` will not
+    wait."""
     _release: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     async def read(self) -> bytes:
@@ -233,8 +238,9 @@ class Upstream:
             resp.close()
 
         out_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in resp.raw_headers]
+        complete = resp.content.is_eof() and resp.content.total_bytes <= SMALL_BODY
         return UpstreamResponse(
-            resp.status, out_headers, chunks(), complete=resp.content.is_eof(), _release=[release]
+            resp.status, out_headers, chunks(), complete=complete, _release=[release]
         )
 
     async def upgrade(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
-from relay.upstream import Upstream
+from relay.upstream import SMALL_BODY, Upstream
 
 
 async def test_cookies_an_api_server_sets_are_never_replayed_to_it() -> None:
@@ -38,6 +40,37 @@ async def test_cookies_an_api_server_sets_are_never_replayed_to_it() -> None:
                 pass
             await resp.close()
         assert seen == [None, None]
+    finally:
+        await upstream.close()
+        await runner.cleanup()
+
+
+async def test_only_a_small_body_already_here_is_reported_complete() -> None:
+    """`complete` lets the relay answer in one frame; a body over one chunk must stream as
+    chunks even when all of it came with the head (not be joined into one copy first)."""
+    small, large = b"s" * 1000, b"L" * (SMALL_BODY + 20_000)
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=large if request.query.get("size") == "large" else small)
+
+    app = web.Application()
+    app.router.add_get("/body", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    upstream = Upstream(f"http://127.0.0.1:{port}", None)
+    try:
+        resp = await upstream.request("GET", "/body", "size=small", [], None)
+        await asyncio.sleep(0.05)  # the answer is surely all here by now
+        assert resp.complete and await resp.read() == small
+        await resp.close()
+        for _ in range(5):
+            resp = await upstream.request("GET", "/body", "size=large", [], None)
+            assert not resp.complete
+            assert await resp.read() == large
+            await resp.close()
     finally:
         await upstream.close()
         await runner.cleanup()
