@@ -20,15 +20,17 @@ from ops.sim.pki import CertificateAuthority
 
 
 class Sender:
-    """A plain TCP server that writes what a test hands it to the one client that connects."""
+    """A plain TCP server that writes what a test hands it to the one client that connects
+    (and reads from it only when a test does)."""
 
     def __init__(self) -> None:
+        self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.connected = asyncio.Event()
         self.server: asyncio.Server | None = None
 
-    async def _handle(self, _r: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.writer = writer
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
         self.connected.set()
 
     async def start(self) -> str:
@@ -203,6 +205,28 @@ async def test_a_flood_right_after_the_tls_handshake_is_read_whole(tmp_path: Pat
         done.set()
         transport.close()
         server.close()
+
+
+async def test_drain_waits_while_the_peer_reads_nothing_and_returns_once_it_does(
+    sender: Sender,
+) -> None:
+    transport = await _connected(sender)
+    block = os.urandom(1024 * 1024)
+    written = 0
+    while not transport._write_paused and written < 256 * len(block):
+        transport.write(block)  # nobody reads: the loop pauses our writing
+        written += len(block)
+        await asyncio.sleep(0)
+    assert transport._write_paused, "the loop paused writing"
+    draining = asyncio.ensure_future(transport.drain())
+    await asyncio.sleep(0.2)
+    assert not draining.done()
+    assert sender.reader is not None
+    got = 0
+    while got < written:
+        got += len(await asyncio.wait_for(sender.reader.read(1 << 20), 10))
+    await asyncio.wait_for(draining, 10)
+    assert got == written and not transport._write_paused
 
 
 async def test_drain_after_a_clean_close_raises_instead_of_waiting_forever(

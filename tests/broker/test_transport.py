@@ -890,6 +890,31 @@ async def test_a_bodiless_open_is_accepted_while_its_answer_is_slow(rig: Rig) ->
     assert await read_all(stream) == b"late body"
 
 
+async def test_a_stream_cut_while_its_accept_is_held_gets_the_accept_then_the_cut(
+    rig: Rig,
+) -> None:
+    """The held Accept goes out before the terminal frame: the edge learns who answered and
+    that the user's access ended, rather than waiting for an Accept that never comes."""
+    started = asyncio.Event()
+
+    async def waits(stream: ServerStream) -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    holding = TransportConfig(heartbeat_interval=0.2, dead_after=4.0, accept_within=1.0)
+    relay, _ = await rig.relay(waits, config=holding)
+    edge, _ = await rig.edge(config=holding)
+    opening = asyncio.ensure_future(rig.open(edge, has_body=False))
+    await guarded(started.wait())
+    assert not opening.done(), "the Accept is still held"
+    assert await relay.abort_user("alice", "user disabled") == 1
+    stream = await guarded(opening)
+    assert stream.remote_peer is not None
+    with pytest.raises(StreamRevokedError) as revoked:
+        await guarded(stream.read())
+    assert revoked.value.by_peer and revoked.value.reason == "user disabled"
+
+
 @pytest.mark.parametrize("within", [-0.1, 0.3])
 def test_an_accept_may_not_be_held_near_the_dead_peer_bound(within: float) -> None:
     with pytest.raises(TransportConfigError, match="accept_within"):
