@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 from aiohttp import web
 
 from relay.upstream import SMALL_BODY, Upstream
+
+
+@asynccontextmanager
+async def api_server(
+    path: str, handler: Callable[[web.Request], Awaitable[web.Response]]
+) -> AsyncIterator[int]:
+    """A one-route HTTP server standing in for the API server; yields its port."""
+    app = web.Application()
+    app.router.add_get(path, handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    finally:
+        await runner.cleanup()
 
 
 async def test_cookies_an_api_server_sets_are_never_replayed_to_it() -> None:
@@ -21,28 +39,25 @@ async def test_cookies_an_api_server_sets_are_never_replayed_to_it() -> None:
         resp.set_cookie("session", "alice-only", path="/")
         return resp
 
-    app = web.Application()
-    app.router.add_get("/api/v1/namespaces", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    upstream = Upstream(f"http://localhost:{port}", None)  # a name: jars ignore IP hosts
-    try:
-        for user_token in ("alice", "bob"):
-            resp = await upstream.request(
-                "GET", "/api/v1/namespaces", "", [("Authorization", f"Bearer {user_token}")], None
-            )
-            assert resp.status == 200
-            assert any(k.lower() == "set-cookie" for k, _ in resp.headers)
-            async for _ in resp.chunks:
-                pass
-            await resp.close()
-        assert seen == [None, None]
-    finally:
-        await upstream.close()
-        await runner.cleanup()
+    async with api_server("/api/v1/namespaces", handler) as port:
+        upstream = Upstream(f"http://localhost:{port}", None)  # a name: jars ignore IP hosts
+        try:
+            for user_token in ("alice", "bob"):
+                resp = await upstream.request(
+                    "GET",
+                    "/api/v1/namespaces",
+                    "",
+                    [("Authorization", f"Bearer {user_token}")],
+                    None,
+                )
+                assert resp.status == 200
+                assert any(k.lower() == "set-cookie" for k, _ in resp.headers)
+                async for _ in resp.chunks:
+                    pass
+                await resp.close()
+            assert seen == [None, None]
+        finally:
+            await upstream.close()
 
 
 async def test_only_a_small_body_already_here_is_reported_complete() -> None:
@@ -53,24 +68,16 @@ async def test_only_a_small_body_already_here_is_reported_complete() -> None:
     async def handler(request: web.Request) -> web.Response:
         return web.Response(body=large if request.query.get("size") == "large" else small)
 
-    app = web.Application()
-    app.router.add_get("/body", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    upstream = Upstream(f"http://127.0.0.1:{port}", None)
-    try:
-        resp = await upstream.request("GET", "/body", "size=small", [], None)
-        await asyncio.sleep(0.05)  # the answer is surely all here by now
-        assert resp.complete and await resp.read() == small
-        await resp.close()
-        for _ in range(5):
-            resp = await upstream.request("GET", "/body", "size=large", [], None)
-            assert not resp.complete
-            assert await resp.read() == large
+    async with api_server("/body", handler) as port:
+        upstream = Upstream(f"http://127.0.0.1:{port}", None)
+        try:
+            resp = await upstream.request("GET", "/body", "size=small", [], None)
+            assert resp.complete and await resp.read() == small
             await resp.close()
-    finally:
-        await upstream.close()
-        await runner.cleanup()
+            for _ in range(5):
+                resp = await upstream.request("GET", "/body", "size=large", [], None)
+                assert not resp.complete
+                assert await resp.read() == large
+                await resp.close()
+        finally:
+            await upstream.close()
