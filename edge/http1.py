@@ -18,11 +18,11 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from asyncio import sslproto
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from http import HTTPStatus
+from typing import Any, cast
 
 import httptools
 
@@ -329,7 +329,8 @@ class _Connection(asyncio.Protocol):
     # -- transport callbacks --------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # uvloop's transports are not asyncio.Transport subclasses, only alike
+        transport = cast(asyncio.Transport, transport)
         self.transport = transport
         self.peer = transport.get_extra_info("peername")
         sslobj = transport.get_extra_info("ssl_object")
@@ -553,31 +554,32 @@ async def _plain_error(_req: Request, resp: Response, exc: HttpError) -> None:
     await resp.send(exc.status, (exc.message + "\n").encode(), "text/plain; charset=utf-8")
 
 
-class _AlertingSSLProtocol(sslproto.SSLProtocol):
-    """asyncio's TLS protocol, but a failed handshake sends its alert before closing.
+class AlertingSSLObject(ssl.SSLObject):
+    """Server TLS whose failed handshake reports its error one step late, so the alert
+    OpenSSL wrote reaches the client first.
 
-    asyncio drops the alert OpenSSL wrote (it aborts without flushing), so a client with a
-    foreign or expired certificate sees only "EOF" or "connection reset". Flushing first lets
-    kubectl print "remote error: tls: unknown certificate authority" or "... expired".
+    asyncio's and uvloop's TLS layers both abort a connection whose handshake failed without
+    sending what OpenSSL queued, so a client with a foreign or expired certificate sees only
+    "EOF" or "connection reset". Answered "want read" instead, either layer writes out the
+    queued alert and waits: kubectl prints "remote error: tls: unknown certificate authority"
+    (or "... expired") and closes, which ends the connection (as the next handshake step, or
+    the handshake timeout, would). `Http1Server` installs it as its context's
+    `sslobject_class`.
     """
 
-    def _on_handshake_complete(self, handshake_exc: BaseException | None) -> None:
-        if handshake_exc is not None:
-            with contextlib.suppress(Exception):
-                self._process_outgoing()
-            log.info("TLS handshake refused", extra={"error": str(handshake_exc)})
-        super()._on_handshake_complete(handshake_exc)
+    _refused: ssl.SSLError | None = None
 
-
-def _tls_factory(
-    loop: asyncio.AbstractEventLoop, ctx: ssl.SSLContext, app_factory: Callable[[], _Connection]
-) -> Callable[[], asyncio.BaseProtocol]:
-    def make() -> asyncio.BaseProtocol:
-        return _AlertingSSLProtocol(
-            loop, app_factory(), ctx, None, server_side=True, ssl_handshake_timeout=30.0
-        )
-
-    return make
+    def do_handshake(self) -> None:
+        if self._refused is not None:
+            raise self._refused
+        try:
+            super().do_handshake()
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            raise
+        except ssl.SSLError as exc:
+            self._refused = exc
+            log.info("TLS handshake refused", extra={"error": str(exc)})
+            raise ssl.SSLWantReadError("handshake refused; its alert goes out first") from exc
 
 
 class Http1Server:
@@ -593,6 +595,8 @@ class Http1Server:
     ) -> None:
         self.handler = handler
         self.ssl_context = ssl_context
+        if ssl_context is not None:
+            ssl_context.sslobject_class = AlertingSSLObject
         self.limits = limits or Limits()
         self.on_error = on_error
         self._server: asyncio.Server | None = None
@@ -600,10 +604,14 @@ class Http1Server:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         loop = asyncio.get_running_loop()
-        factory: Callable[[], asyncio.BaseProtocol] = lambda: _Connection(self)  # noqa: E731
+        tls: dict[str, Any] = {}
         if self.ssl_context is not None:
-            factory = _tls_factory(loop, self.ssl_context, lambda: _Connection(self))
-        self._server = await loop.create_server(factory, host, port, backlog=1024)
+            # the loop's own TLS (uvloop's in kubegate's processes: its per-record work is
+            # compiled, asyncio's is Python)
+            tls = {"ssl": self.ssl_context, "ssl_handshake_timeout": 30.0}
+        self._server = await loop.create_server(
+            lambda: _Connection(self), host, port, backlog=1024, **tls
+        )
         return self._server.sockets[0].getsockname()[1]
 
     @property

@@ -278,3 +278,51 @@ async def test_client_hangup_mid_stream_reaches_the_handler(pki: Pki) -> None:
         assert await asyncio.wait_for(outcome, 10) == "disconnected"
     finally:
         await server.stop()
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+@pytest.mark.parametrize(
+    ("case", "alert"),
+    [("foreign-ca", "ALERT_UNKNOWN_CA"), ("expired", "ALERT_CERTIFICATE_EXPIRED")],
+)
+def test_a_refused_client_certificate_gets_the_tls_alert(
+    pki: Pki, loop: str, case: str, alert: str
+) -> None:
+    """Both event loops kubegate runs on abort a failed handshake without sending OpenSSL's
+    alert; the edge's TLS object makes it go out first, so the client can say why (kubectl:
+    "remote error: tls: unknown certificate authority")."""
+    import datetime as dt
+
+    import uvloop
+
+    from edge.ca import CertificateAuthority
+
+    if case == "foreign-ca":
+        cert = CertificateAuthority.create("someone else's CA").issue_client(
+            "admin", dt.timedelta(hours=1)
+        )
+    else:
+        a_day_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
+        cert = pki.ca.issue_client("admin", dt.timedelta(hours=1), now=a_day_ago)
+
+    async def handler(req: Request, resp: Response) -> None:
+        await resp.send(200, b"{}")
+
+    async def attempt() -> str:
+        server = Http1Server(handler, ssl_context=pki.server_context())
+        port = await server.start()
+        try:
+            reader, writer = await _raw(port, pki.client_context(cert), b"GET / HTTP/1.1\r\n\r\n")
+            try:
+                await asyncio.wait_for(reader.read(), 10)
+            except ssl.SSLError as exc:
+                return str(exc)
+            finally:
+                writer.close()
+            return "no error"
+        finally:
+            await server.stop()
+
+    factory = uvloop.new_event_loop if loop == "uvloop" else asyncio.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        assert alert in runner.run(attempt())
