@@ -43,7 +43,7 @@ from broker.errors import (
 )
 from broker.transport_config import TransportConfig
 from broker.transport_endpoint import Endpoint
-from broker.transport_stream import StreamBase
+from broker.transport_stream import Encoded, StreamBase
 
 log = logging.getLogger("kubegate.broker.transport_relay")
 
@@ -99,15 +99,10 @@ class ServerStream(StreamBase):
         with contextlib.suppress(StreamError):
             await self._send_accept()
 
-    async def _emit(self, make: Callable[[int], frames.Frame], *, force: bool = False) -> None:
+    async def _emit_parts(self, encode: Callable[[int], Encoded], *, force: bool = False) -> None:
         if self._accept is not None:
             await self._send_accept()
-        await super()._emit(make, force=force)
-
-    async def _emit_data(self, cls: type[frames.DataFrame], piece: memoryview) -> None:
-        if self._accept is not None:
-            await self._send_accept()
-        await super()._emit_data(cls, piece)
+        await super()._emit_parts(encode, force=force)
 
     @property
     def cancelled(self) -> bool:

@@ -32,9 +32,13 @@ from broker.errors import (
     StreamProtocolError,
     TransportClosedError,
 )
+from broker.nats_parser import Buffer
 
 if TYPE_CHECKING:
     from broker.transport_endpoint import Endpoint
+
+Encoded = tuple[tuple[Buffer, ...], str]
+"""One frame ready for NATS: its bytes in parts (a data frame's head and data), its type."""
 
 
 @dataclass(frozen=True)
@@ -166,34 +170,42 @@ class StreamBase:
             raise StreamClosedError(self.id, "this direction was already ended")
 
     async def _emit(self, make: Callable[[int], frames.Frame], *, force: bool = False) -> None:
-        """Number and publish one frame. Numbering and handing the bytes to the NATS client
-        happen without a suspension point in between, so seq order is wire order."""
+        """Number and publish one frame (see `_emit_parts`)."""
+
+        def encode(seq: int) -> Encoded:
+            frame = make(seq)
+            data = frames.encode_frame(frame, self._ep.config.max_frame_bytes)
+            return (data,), frames.frame_type(frame)
+
+        await self._emit_parts(encode, force=force)
+
+    async def _emit_data(self, cls: type[frames.DataFrame], piece: memoryview) -> None:
+        """`_emit` of one data frame as its head and `piece` (no frame copy: NATS gets both)."""
+        tag = cls.__struct_config__.tag
+        max_bytes = self._ep.config.max_frame_bytes
+
+        def encode(seq: int) -> Encoded:
+            head = frames.data_frame_head(cls, seq, len(piece))
+            if len(head) + len(piece) > max_bytes:
+                raise FrameTooLargeError(len(head) + len(piece), max_bytes, tag)
+            return (head, piece), tag
+
+        await self._emit_parts(encode)
+
+    async def _emit_parts(self, encode: Callable[[int], Encoded], *, force: bool = False) -> None:
+        """Number one frame and hand its bytes (`encode(seq)`: the parts and the frame type)
+        to NATS. Numbering and handing over happen without a suspension point in between, so
+        seq order is wire order. `force` sends on a stream that has ended (its last word)."""
         if self._closed and not force:
             raise self._failure or StreamClosedError(self.id, "the stream has finished")
         self._out_seq += 1
         try:
-            frame = make(self._out_seq)
-            data = frames.encode_frame(frame, self._ep.config.max_frame_bytes)
+            parts, frame_type = encode(self._out_seq)
         except BaseException:
             self._out_seq -= 1  # nothing reached NATS: give the number back
             raise
         try:
-            await self._ep._send_raw(self._subject, (data,), frames.frame_type(frame))
-        except TransportClosedError as exc:
-            self._lost_nats(exc)
-
-    async def _emit_data(self, cls: type[frames.DataFrame], piece: memoryview) -> None:
-        """`_emit` of one data frame, its bytes handed to NATS as they are (no frame copy)."""
-        if self._closed:
-            raise self._failure or StreamClosedError(self.id, "the stream has finished")
-        self._out_seq += 1
-        head = frames.data_frame_head(cls, self._out_seq, len(piece))
-        max_bytes = self._ep.config.max_frame_bytes
-        if len(head) + len(piece) > max_bytes:
-            self._out_seq -= 1
-            raise FrameTooLargeError(len(head) + len(piece), max_bytes, cls.__struct_config__.tag)
-        try:
-            await self._ep._send_raw(self._subject, (head, piece), cls.__struct_config__.tag)
+            await self._ep._send_raw(self._subject, parts, frame_type)
         except TransportClosedError as exc:
             self._lost_nats(exc)
 
