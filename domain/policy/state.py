@@ -257,6 +257,9 @@ class PolicyState:
         self._retired: dict[tuple[str, str], dict[str, GrantRecord]] = {}
         self._user_sessions: dict[str, set[str]] = {}
         self._timeline: SortedList = SortedList()
+        self.timeline_version = 0
+        """Bumped whenever the set of deadlines changes: a timer armed for `next_deadline` at
+        one version stays right until the version moves."""
         self._deadlines: dict[tuple[str, str], tuple[datetime, ...]] = {}
         self._handlers: dict[type, Callable[[Any], None]] = {
             ev.UserRegistered: self._user_registered,
@@ -560,6 +563,7 @@ class PolicyState:
     def _set_deadlines(self, key: tuple[str, str], *instants: datetime | None) -> None:
         old = self._deadlines.pop(key, None)
         if old is not None:
+            self.timeline_version += 1
             for instant in old:
                 self._timeline.discard((instant, key))
         # sorted and deduplicated by comparison: hashing aware datetimes is the slow part of
@@ -572,6 +576,7 @@ class PolicyState:
             if instant != kept[-1]:
                 kept.append(instant)
         self._deadlines[key] = tuple(kept)
+        self.timeline_version += 1
         add = self._timeline.add
         for instant in kept:
             add((instant, key))

@@ -165,6 +165,38 @@ def test_next_deadline_follows_changes() -> None:
     assert state.next_deadline(at(31)) is None
 
 
+def test_the_timeline_version_moves_exactly_when_the_deadlines_change() -> None:
+    """The projection re-arms its deadline timer only when this version moved, so every event
+    that changes a deadline must move it, and events that change none need not."""
+    state = PolicyState()
+    probes = [at(m) for m in (0, 5, 20, 44, 46, 99, 150)]
+
+    def deadlines() -> list[datetime | None]:
+        return [state.next_deadline(p) for p in probes]
+
+    steps: list[tuple[ev.Event, bool]] = [
+        (b.user("alice"), False),
+        (b.group("ops"), False),
+        (b.member("ops", "alice"), False),
+        (b.grant("g0", "alice"), False),  # no time window
+        (b.grant("g1", "alice", exp=50), True),
+        (b.session("s1", "alice", t=0, expires=100, idle_s=600), True),
+        (b.revoked("alice", t=1), False),
+        (b.touched("s1", "alice", t=30), True),
+        (b.cert("c1", "alice", t=0, na=200), True),
+        (b.grant_expired("g1", when=45, t=45), True),
+        (b.session_ended("s1", "alice", t=46), True),
+        (b.grant_revoked("g1", t=47), True),
+        (b.cert_revoked("c1", "alice", t=48), True),
+    ]
+    for event, moves in steps:
+        version, before = state.timeline_version, deadlines()
+        state.apply(event)
+        if deadlines() != before:
+            assert state.timeline_version != version, event
+        assert (state.timeline_version != version) is moves, event
+
+
 def test_next_deadline_refuses_naive_now() -> None:
     with pytest.raises(NaiveTimeError):
         PolicyState().next_deadline(datetime(2026, 1, 1))
