@@ -116,6 +116,8 @@ class PolicyProjection:
         self.version = 0
         self._listeners: list[ChangeListener] = []
         self._wake = asyncio.Event()
+        self._timed_version = -1
+        """The deadlines' version (`PolicyState.timeline_version`) the deadline task timed."""
         self._deadline_task: asyncio.Task[None] | None = None
         self.runner = ProjectionRunner(
             nc,
@@ -148,7 +150,8 @@ class PolicyProjection:
             # revocation, and on a host running many relays each task hop in between waits
             # behind every other relay's work.
             self._notify(shrunk)
-        self._wake.set()  # the deadline task: the next deadline may have moved
+        if self.state.timeline_version != self._timed_version:
+            self._wake.set()  # the deadline task: the next deadline may have moved
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -172,8 +175,9 @@ class PolicyProjection:
         self._listeners.append(listener)
 
     async def _watch(self) -> None:
-        """Notify listeners at each time-based deadline (recomputed after every batch)."""
+        """Notify listeners at each time-based deadline (recomputed when the deadlines change)."""
         while True:
+            self._timed_version = self.state.timeline_version
             deadline = self.state.next_deadline(self.clock())
             timeout = None
             if deadline is not None:
