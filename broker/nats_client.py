@@ -9,21 +9,26 @@
   fewer copies of every byte) and parsed by `broker.nats_parser` (one copy per payload instead
   of three). Header blocks are split by `parse_header_lines`, nats-py's rules in a third of the
   time (every JetStream delivery has them: 3.7 -> 1.5 us for a control event's three headers).
+- Direct subscriptions (`subscribe_direct`) call a synchronous handler as each message is
+  parsed, instead of queueing it for the subscription's own task.
 
 Tests hold all of it to nats-py's bytes, calls and dicts. Since it leans on nats-py internals
-(`_send_publish`, `_ps`, `_parse_header_lines`, `_connect_to_server`, `_pending`), pyproject pins
-nats-py to the minor release it was checked against.
+(`_send_publish`, `_ps`, `_parse_header_lines`, `_connect_to_server`, `_pending`,
+`_process_msg`, `_subs`, `_remove_sub`), pyproject pins nats-py to the minor release it was
+checked against.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from nats import errors
 from nats.aio.client import Client, _validate_subject
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 
 from broker.nats_parser import CRLF, Buffer, Parser
 from broker.nats_transport import ChunkTransport
@@ -99,15 +104,92 @@ async def publish_parts(nc: Client, subject: str, parts: Sequence[Buffer]) -> No
         await nc._flush_pending()
 
 
+DirectHandler = Callable[[Msg], None]
+"""A synchronous message handler, called from the connection's read loop (see
+`subscribe_direct`)."""
+
+
+async def subscribe_direct(
+    nc: Client, subject: str, handler: DirectHandler, *, queue: str = ""
+) -> Subscription:
+    """Subscribe `handler` so that it runs as each message is parsed, without a task hop.
+
+    nats-py hands every message to a subscription's own task through a queue: one task switch
+    per message before a callback starts. On a host running many relays that switch waits
+    behind every other relay's work, for each frame and each log event. A direct handler is
+    called in the read loop instead: in order, before the next message is parsed. So it must
+    be quick and must not block; what has to wait (a publish, a retry) it starts as a task.
+    It has no pending queue, so no slow-consumer drops: a busy handler slows the socket's
+    reading, which is the back-pressure TCP and the server already apply. An exception it
+    raises goes to the connection's error callback, as nats-py does for callbacks.
+
+    On a client other than `NatsClient` it falls back to an ordinary callback.
+    """
+    if isinstance(nc, NatsClient):
+        return await nc.subscribe_direct(subject, handler, queue=queue)
+
+    async def callback(msg: Msg) -> None:
+        handler(msg)
+
+    return await nc.subscribe(subject, queue=queue, cb=callback)
+
+
 class NatsClient(Client):
-    """nats-py's client with `broker.nats_parser`, a one-copy PUB and a quicker header split
-    (see the module docstring)."""
+    """nats-py's client with `broker.nats_parser`, a one-copy PUB, a quicker header split
+    (see the module docstring) and direct subscriptions (`subscribe_direct`)."""
 
     _parse_header_lines = staticmethod(parse_header_lines)
 
     def __init__(self) -> None:
         super().__init__()
         self._ps = Parser(self)
+        self._direct: dict[int, DirectHandler] = {}
+
+    async def subscribe_direct(
+        self, subject: str, handler: DirectHandler, *, queue: str = ""
+    ) -> Subscription:
+        """See the module-level `subscribe_direct`."""
+        sub = await self.subscribe(subject, queue=queue)
+        # nats-py queued anything that came before this line (none can: the SUB is still in
+        # the outbound buffer); hand it over first, in order
+        while not sub._pending_queue.empty():
+            msg = sub._pending_queue.get_nowait()
+            sub._pending_size -= len(msg.data)
+            exc = self._call_direct(handler, msg)
+            if exc is not None:
+                await self._error_cb(exc)
+        self._direct[sub._id] = handler
+        return sub
+
+    def _remove_sub(self, sid: int, max_msgs: int = 0) -> None:
+        self._direct.pop(sid, None)
+        super()._remove_sub(sid, max_msgs)
+
+    async def _process_msg(
+        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes
+    ) -> None:
+        handler = self._direct.get(sid)
+        if handler is None:
+            await super()._process_msg(sid, subject, reply, data, headers)
+            return
+        self.stats["in_msgs"] += 1
+        self.stats["in_bytes"] += len(data)
+        sub = self._subs.get(sid)
+        if sub is None:
+            return
+        sub._received += 1
+        hdr = await self._process_headers(headers)
+        exc = self._call_direct(handler, self._build_message(sid, subject, reply, data, hdr))
+        if exc is not None:
+            await self._error_cb(exc)
+
+    @staticmethod
+    def _call_direct(handler: DirectHandler, msg: Msg) -> Exception | None:
+        try:
+            handler(msg)
+        except Exception as exc:
+            return exc
+        return None
 
     async def _connect_to_server(self, s: Any) -> None:
         """nats-py's, with `ChunkTransport` for TCP servers (WebSocket ones keep nats-py's)."""

@@ -25,7 +25,14 @@ from nats.protocol import parser as stock
 
 from broker import nats_parser
 from broker.connection import connect
-from broker.nats_client import NatsClient, parse_header_lines, pub_command, publish_parts
+from broker.nats_client import (
+    NatsClient,
+    parse_header_lines,
+    pub_command,
+    publish_parts,
+    subscribe_direct,
+)
+from tests.support import eventually
 
 BIG = os.urandom(300_000)
 """Longer than nats-py's 32 KiB reads, so a payload spans many of them."""
@@ -287,3 +294,81 @@ async def test_parts_that_cannot_be_published_raise_nats_py_errors(nats_url: str
     await client.close()
     with pytest.raises(ConnectionClosedError):
         await publish_parts(client, "parser.closed", [b"x"])
+
+
+async def test_direct_handlers_get_every_message_in_order_as_it_is_parsed(nats_url: str) -> None:
+    errors: list[Exception] = []
+
+    async def on_error(exc: Exception) -> None:
+        errors.append(exc)
+
+    ours = await connect(nats_url, name="t-direct", error_cb=on_error)
+    sender = await nats.connect(nats_url)
+    try:
+        got: list[tuple[str, bytes, dict[str, str] | None]] = []
+
+        def handler(msg: Any) -> None:
+            got.append((msg.subject, msg.data, msg.headers))
+            if msg.data == b"boom":
+                raise RuntimeError("handler failed")
+
+        sub = await subscribe_direct(ours, "direct.>", handler)
+        await ours.flush()
+        for i in range(200):
+            await sender.publish(f"direct.{i % 3}", str(i).encode())
+        await sender.publish("direct.h", BIG, headers={"K": "v"})
+        await sender.publish("direct.x", b"boom")
+        await sender.publish("direct.x", b"after")
+        await sender.flush()
+        await eventually(lambda: len(got) == 203, "203 messages")
+        assert [data for _, data, _ in got[:200]] == [str(i).encode() for i in range(200)]
+        assert got[200][:3] == ("direct.h", BIG, {"K": "v"})
+        assert got[202][1] == b"after"  # the handler's error did not end the subscription
+        assert [str(e) for e in errors] == ["handler failed"]
+        # called from the connection's read loop: no task of the subscription's own
+        assert sub._wait_for_msgs_task is None and sub.pending_msgs == 0
+        assert ours.stats["in_msgs"] >= 203
+
+        await sub.unsubscribe()
+        await ours.flush()
+        await sender.publish("direct.1", b"too late")
+        await sender.flush()
+        await ours.flush()
+        assert len(got) == 203 and not ours._direct
+    finally:
+        await ours.close()
+        await sender.close()
+
+
+async def test_direct_handlers_share_a_queue_group_like_callbacks(nats_url: str) -> None:
+    first = await connect(nats_url, name="t-q1")
+    second = await connect(nats_url, name="t-q2")
+    sender = await nats.connect(nats_url)
+    try:
+        got: list[bytes] = []
+        await subscribe_direct(first, "direct.q", lambda m: got.append(m.data), queue="g")
+        await subscribe_direct(second, "direct.q", lambda m: got.append(m.data), queue="g")
+        await first.flush()
+        await second.flush()
+        for i in range(100):
+            await sender.publish("direct.q", str(i).encode())
+        await sender.flush()
+        await eventually(lambda: len(got) == 100, "100 messages")
+        assert sorted(got) == sorted(str(i).encode() for i in range(100))  # each exactly once
+    finally:
+        for nc in (first, second, sender):
+            await nc.close()
+
+
+async def test_on_a_stock_client_a_direct_handler_is_an_ordinary_callback(nats_url: str) -> None:
+    stock_client = await nats.connect(nats_url)
+    try:
+        got: list[bytes] = []
+        sub = await subscribe_direct(stock_client, "direct.stock", lambda m: got.append(m.data))
+        await stock_client.flush()
+        await stock_client.publish("direct.stock", b"a")
+        await stock_client.publish("direct.stock", b"b")
+        await eventually(lambda: got == [b"a", b"b"], "both messages")
+        assert sub._wait_for_msgs_task is not None
+    finally:
+        await stock_client.close()
