@@ -100,6 +100,10 @@ def utcnow() -> datetime:
 class PolicyProjection:
     """Follows the control stream into a `PolicyState`; see the module docstring."""
 
+    applies_inline = True
+    """`apply_batch` is synchronous and quick: the runner calls it as events arrive (see
+    `ProjectionRunner`), so a revocation reaches the listeners without waiting for a task."""
+
     def __init__(
         self,
         nc: NatsClient,

@@ -28,7 +28,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import msgspec
@@ -41,6 +41,7 @@ from nats.nuid import NUID
 from prometheus_client import CollectorRegistry
 
 from broker import subjects
+from broker.nats_client import subscribe_direct
 from broker.tasks import cancel_and_wait
 from domain import codec
 from domain.errors import MalformedEventError
@@ -175,9 +176,13 @@ class _Follower:
 
     def flush(self) -> None:
         if self.partial:
-            self.ready.append(self.partial)
-            self.partial = []
-            self.runner._wake.set()
+            raws, self.partial = self.partial, []
+            runner = self.runner
+            if not self.ready and runner._applies_inline():
+                runner._apply_inline(self, raws)
+                return
+            self.ready.append(raws)
+            runner._wake.set()
 
     def fail(self, reason: str, detail: str) -> None:
         if not self.broken:
@@ -207,8 +212,10 @@ class _Follower:
         else:
             self.pull_deferred = True
 
-    async def on_msg(self, msg: Msg) -> None:
-        """Subscription callback: never blocks on the model, only queues."""
+    def on_msg(self, msg: Msg) -> None:
+        """The subscription's direct handler (`broker.nats_client.subscribe_direct`): queues,
+        or applies at once for a model that asks for it (`ProjectionRunner`); a new pull
+        request, which must wait for the connection, runs as a task."""
         if self.broken:
             return
         runner = self.runner
@@ -216,7 +223,7 @@ class _Follower:
         headers = msg.headers
         status = headers.get("Status") if headers else None
         if status:
-            await self.on_status(status, headers.get("Description", "") if headers else "")
+            self.on_status(status, headers.get("Description", "") if headers else "")
             return
         reply = msg.reply
         tokens = reply.split(".")
@@ -249,9 +256,9 @@ class _Follower:
             if len(self.partial) >= runner.batch_size:
                 self.flush()
         if self.pull_remaining <= 0:
-            await self.pull_ended()
+            runner._spawn(self.pull_ended())
 
-    async def on_status(self, status: str, description: str) -> None:
+    def on_status(self, status: str, description: str) -> None:
         if status == "100":
             # pull heartbeats come only while the server has nothing for this pull
             self.flush()
@@ -261,7 +268,7 @@ class _Follower:
             # the pull ended (expired) with everything available delivered
             self.flush()
             self.mark_head(self.runner.clock(), self.accepted)
-            await self.pull_ended()
+            self.runner._spawn(self.pull_ended())
             return
         if status == "409" and "Consumer Deleted" in description:
             self.fail("consumer-deleted", description)
@@ -272,7 +279,7 @@ class _Follower:
                 "pull ended by server",
                 extra={"projection": self.runner.name, "stream": self.stream, "why": description},
             )
-            await self.pull_ended()
+            self.runner._spawn(self.pull_ended())
             return
         self.fail("status", f"{status} {description}".strip())
 
@@ -297,11 +304,7 @@ class _Follower:
         self.trouble.clear()
         self.expected_cseq = 1
         name = runner._nuid.next().decode()
-        self.sub = await runner.nc.subscribe(
-            runner.nc.new_inbox(),
-            cb=self.on_msg,
-            pending_msgs_limit=max(4 * runner.batch_size, 1024),
-        )
+        self.sub = await subscribe_direct(runner.nc, runner.nc.new_inbox(), self.on_msg)
         start = self.accepted + 1
         config = jsapi.ConsumerConfig(
             name=name,
@@ -356,9 +359,7 @@ class _Follower:
                 return self.trouble_reason, self.trouble_detail
             except TimeoutError:
                 pass
-            sub = self.sub
-            queued = sub.pending_msgs if sub is not None else 0
-            if self.pull_open and not queued and runner.clock() - self.last_heard > window:
+            if self.pull_open and runner.clock() - self.last_heard > window:
                 return "heartbeat", f"no message or heartbeat for {window:g}s"
         return "stopping", ""
 
@@ -411,6 +412,12 @@ class ProjectionRunner:
     persisted position); records at or below it are never handed over again.
     `linger_s` (once caught up) waits that long after records arrive before applying them, so a
     model with a high fixed cost per batch writes a trickle as few batches, not one per record.
+
+    A model whose `apply_batch` is synchronous and quick may say so with a true
+    `applies_inline` attribute: each batch then goes to it from the subscription's handler, as
+    the batch arrives, instead of through the apply loop's task (one task switch less between
+    an event reaching the process and the model holding it; the policy projection's listeners
+    cut streams there). Batches queued behind a slower one still wait their turn in order.
     """
 
     def __init__(
@@ -473,6 +480,14 @@ class ProjectionRunner:
             stream: self.metrics.applied.labels(name, stream) for stream in self._followers
         }
         self._settle = getattr(model, "settle", None) if self._apply_batch else None
+        self._inline = (
+            bool(getattr(model, "applies_inline", False))
+            and self._apply_batch is not None
+            and self._settle is None
+            and linger_s <= 0
+        )
+        self._inline_failure: ModelFailedError | None = None
+        self._side_tasks: set[asyncio.Task[None]] = set()
         self._unsettled = False
         """Whether the model holds batches it was not told to settle."""
         self._last_handed = 0.0
@@ -608,7 +623,7 @@ class ProjectionRunner:
             self._stopping = True
             # the stopping flag ends the loops; a task that swallowed its cancellation is
             # cancelled again (exceptions: reported above or irrelevant once stopping)
-            await cancel_and_wait(*tasks, every_s=1.0)
+            await cancel_and_wait(*tasks, *self._side_tasks, every_s=1.0)
             for follower in self._followers.values():
                 await follower.close()
 
@@ -617,8 +632,12 @@ class ProjectionRunner:
     async def _apply_loop(self) -> None:
         followers = list(self._followers.values())
         while True:
+            if self._inline_failure is not None:
+                raise self._inline_failure
             if not self._unsettled:
                 await self._wake.wait()
+                if self._inline_failure is not None:
+                    raise self._inline_failure
             else:
                 idle = self._last_handed + self.linger_s - self.clock()
                 try:
@@ -654,7 +673,68 @@ class ProjectionRunner:
             return False
         return all(sum(map(len, f.ready)) < self.batch_size for f in followers)
 
+    def _applies_inline(self) -> bool:
+        """Whether a batch may go to the model right where it arrived (see `inline`): only
+        while running, with nothing queued before it that the apply loop has yet to hand over.
+        """
+        return (
+            self._inline
+            and not self._stopping
+            and self._inline_failure is None
+            and self.running
+            and not any(f.ready for f in self._followers.values())
+        )
+
+    def _apply_inline(self, follower: _Follower, raws: list[_Raw]) -> None:
+        """Hand `raws` over now, from the subscription's handler; a model failure stops the
+        runner through the apply loop, as one there would."""
+        records, malformed, unknown = self._decode(follower, raws)
+        if records:
+            try:
+                pending = self._hand_over_now(follower.stream, records)
+            except ModelFailedError as exc:
+                self._inline_failure = exc
+                self._wake.set()
+                return
+            if pending is not None:  # the model promised to be synchronous
+                if inspect.iscoroutine(pending):
+                    pending.close()
+                first, last = records[0].seq, records[-1].seq
+                self._inline_failure = ModelFailedError(
+                    self.name, follower.stream, first, f"batch {first}..{last}: not synchronous"
+                )
+                self._wake.set()
+                return
+        self._count_applied(follower, raws, len(records), malformed, unknown)
+        if follower.pull_deferred and follower.room():
+            self._spawn(follower.pull())
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` (a pull request) as a task of this runner, cancelled when it stops."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_task_done)
+
+    def _side_task_done(self, task: asyncio.Task[None]) -> None:
+        self._side_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error(
+                "projection side task failed",
+                exc_info=task.exception(),
+                extra={"projection": self.name},
+            )
+
     async def _apply_raws(self, follower: _Follower, raws: list[_Raw]) -> None:
+        records, malformed, unknown = self._decode(follower, raws)
+        if records:
+            await self._hand_over(follower.stream, records)
+            if self._settle is not None:
+                await self._settle_if_due()
+        self._count_applied(follower, raws, len(records), malformed, unknown)
+
+    def _decode(self, follower: _Follower, raws: list[_Raw]) -> tuple[list[LogRecord], int, int]:
+        """The records in `raws` past what the model holds, and how many were malformed or of
+        unknown types (kept, as `Malformed` / raw)."""
         stream = follower.stream
         decode = codec.decode
         unknown_type = codec.UnknownEvent
@@ -689,16 +769,18 @@ class ProjectionRunner:
                     extra={"projection": self.name, "stream": stream, "seq": seq},
                 )
             append(LogRecord(stream, seq, subject, ts, event, data))
-        if records:
-            await self._hand_over(stream, records)
-            if self._settle is not None:
-                await self._settle_if_due()
+        return records, malformed, unknown
+
+    def _count_applied(
+        self, follower: _Follower, raws: list[_Raw], applied: int, malformed: int, unknown: int
+    ) -> None:
+        stream = follower.stream
         counts = follower.counts
-        counts.applied += len(records)
+        counts.applied += applied
         counts.malformed += malformed
         counts.unknown += unknown
         labels = (self.name, stream)
-        self._applied_counters[stream].inc(len(records))
+        self._applied_counters[stream].inc(applied)
         if malformed:
             self.metrics.malformed.labels(*labels).inc(malformed)
         if unknown:
@@ -727,17 +809,27 @@ class ProjectionRunner:
             ) from exc
 
     async def _hand_over(self, stream: str, records: list[LogRecord]) -> None:
-        if self._apply_batch is not None:
+        pending = self._hand_over_now(stream, records)
+        if pending is not None:
             try:
-                result = self._apply_batch(records)
-                if inspect.isawaitable(result):
-                    await result
+                await pending
             except Exception as exc:
                 first, last = records[0].seq, records[-1].seq
                 raise ModelFailedError(
                     self.name, stream, first, f"batch {first}..{last}: {exc!r}"
                 ) from exc
-            return
+
+    def _hand_over_now(self, stream: str, records: list[LogRecord]) -> Awaitable[None] | None:
+        """Give the model `records`; what a batch model returned to await, if anything."""
+        if self._apply_batch is not None:
+            try:
+                result = self._apply_batch(records)
+            except Exception as exc:
+                first, last = records[0].seq, records[-1].seq
+                raise ModelFailedError(
+                    self.name, stream, first, f"batch {first}..{last}: {exc!r}"
+                ) from exc
+            return result if inspect.isawaitable(result) else None
         apply = self._apply
         assert apply is not None
         for record in records:
@@ -745,3 +837,4 @@ class ProjectionRunner:
                 apply(record)
             except Exception as exc:
                 raise ModelFailedError(self.name, stream, record.seq, repr(exc)) from exc
+        return None

@@ -42,6 +42,22 @@ class Gated(Collect):
         self.records.extend(records)
 
 
+class Inline(Collect):
+    """A synchronous batch model the runner may call from the subscription's handler; notes
+    which task handed over each batch."""
+
+    applies_inline = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tasks: list[str] = []
+
+    def apply_batch(self, records: list[LogRecord]) -> None:
+        task = asyncio.current_task()
+        self.tasks.append(task.get_name() if task is not None else "")
+        self.records.extend(records)
+
+
 def sample(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
     return registry.get_sample_value(name, labels)
 
@@ -161,10 +177,13 @@ async def test_malformed_and_unknown_events_are_counted_and_later_events_apply(e
         assert registry.get_sample_value("kubegate_projection_unknown_events_total", labels) == 2
 
 
-async def test_resumes_after_the_server_restarts_without_gaps_or_duplicates(evlog) -> None:
+@pytest.mark.parametrize("model_class", [Collect, Inline])
+async def test_resumes_after_the_server_restarts_without_gaps_or_duplicates(
+    evlog, model_class: type[Collect]
+) -> None:
     await publish_many(evlog.js, kubectl_requests("rs", 300))
     await publish(evlog.js, users("rs", 20))
-    model, registry = Collect(), CollectorRegistry()
+    model, registry = model_class(), CollectorRegistry()
     async with ProjectionRunner(
         evlog.nc,
         model,
@@ -202,9 +221,10 @@ async def test_resumes_after_the_server_restarts_without_gaps_or_duplicates(evlo
         assert resets >= 1
 
 
-async def test_resumes_when_its_consumer_is_deleted(evlog) -> None:
+@pytest.mark.parametrize("model_class", [Collect, Inline])
+async def test_resumes_when_its_consumer_is_deleted(evlog, model_class: type[Collect]) -> None:
     await publish(evlog.js, users("del", 10))
-    model = Collect()
+    model = model_class()
     async with ProjectionRunner(evlog.nc, model, name="d", registry=CollectorRegistry()) as runner:
         async with asyncio.timeout(20):
             await runner.wait_caught_up()
@@ -371,3 +391,71 @@ async def test_a_settling_model_is_settled_when_the_log_goes_quiet_behind_it(evl
             lambda: len(model.settled) == 5, lambda: f"{len(model.settled)} of 5 settled"
         )
         assert model.seqs() == [1, 2, 3, 4, 5]
+
+
+async def test_an_inline_model_is_handed_live_batches_without_the_apply_task(evlog) -> None:
+    await publish(evlog.js, users("in", 120))
+    model, registry = Inline(), CollectorRegistry()
+    async with ProjectionRunner(
+        evlog.nc, model, name="i", registry=registry, batch_size=25
+    ) as runner:
+        async with asyncio.timeout(20):
+            await runner.wait_caught_up()
+        assert model.seqs() == list(range(1, 121))
+        model.tasks.clear()
+        for i in range(5):
+            await publish(evlog.js, users("in", 1, start=120 + i))
+            await eventually(lambda i=i: len(model.records) == 121 + i, lambda: f"{model.seqs()}")
+        assert model.seqs() == list(range(1, 126))
+        assert model.tasks and "projection-i-apply" not in model.tasks, model.tasks
+        assert runner.positions() == {"control": 125}
+        await eventually(lambda: runner.lags() == {"control": 0}, lambda: f"{runner.lags()}")
+        assert (
+            sample(
+                registry,
+                "kubegate_projection_applied_events_total",
+                projection="i",
+                stream="control",
+            )
+            == 125
+        )
+
+
+async def test_an_inline_model_that_fails_stops_the_runner(evlog) -> None:
+    class Failing(Inline):
+        def apply_batch(self, records: list[LogRecord]) -> None:
+            if any(r.seq == 4 for r in records):
+                raise RuntimeError("disk on fire")
+            super().apply_batch(records)
+
+    await publish(evlog.js, users("if", 3))
+    model = Failing()
+    runner = ProjectionRunner(evlog.nc, model, name="if", registry=CollectorRegistry())
+    await runner.start()
+    async with asyncio.timeout(20):
+        await runner.wait_caught_up()
+    await publish(evlog.js, users("if", 1, start=3))
+    with pytest.raises(ModelFailedError) as failed:
+        async with asyncio.timeout(20):
+            await runner.wait()
+    assert failed.value.seq == 4
+    assert isinstance(failed.value.__cause__, RuntimeError)
+    assert not runner.running and isinstance(runner.failed, ModelFailedError)
+    assert model.seqs() == [1, 2, 3]
+    await runner.stop()
+
+
+async def test_an_inline_model_that_turns_out_asynchronous_stops_the_runner(evlog) -> None:
+    class Pretending(Inline):
+        def apply_batch(self, records: list[LogRecord]):  # type: ignore[override]
+            super().apply_batch(records)
+            return asyncio.sleep(0)
+
+    await publish(evlog.js, users("ia", 2))
+    runner = ProjectionRunner(evlog.nc, Pretending(), name="ia", registry=CollectorRegistry())
+    await runner.start()
+    with pytest.raises(ModelFailedError, match=r"batch 1\.\.2: not synchronous"):
+        async with asyncio.timeout(20):
+            await runner.wait_caught_up()
+    assert not runner.caught_up and not runner.running
+    await runner.stop()
