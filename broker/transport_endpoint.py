@@ -1,9 +1,11 @@
 """What the edge client and the relay server share: one peer on one NATS connection.
 
 A peer subscribes once to `kg.s.<peer>.*` and demultiplexes by the subject's last token (a stream
-id, or `%HB` for heartbeats). The subscription callback never waits on a consumer: data goes into
+id, or `%HB` for heartbeats). The subscription's handler is direct (`subscribe_direct`: it runs as
+each message is parsed, with no task hop per frame) and never waits on a consumer: data goes into
 the stream's buffer, which credit keeps below one window, so a slow reader of one stream cannot
-hold up the others.
+hold up the others. The rare step that must wait, failing a stream and telling its peer after a
+protocol violation, runs as a task.
 
 Liveness is per peer, not per stream. Every `heartbeat_interval` a peer sends each peer it shares
 streams with one `Heartbeat` listing those streams and the last seq it sent on each (split into
@@ -37,7 +39,7 @@ from broker.errors import (
     StreamProtocolError,
     TransportClosedError,
 )
-from broker.nats_client import publish_parts
+from broker.nats_client import publish_parts, subscribe_direct
 from broker.nats_parser import Buffer
 from broker.transport_config import TransportConfig
 from broker.transport_metrics import TransportMetrics
@@ -78,6 +80,8 @@ class Endpoint:
         self._last_drop_warning: dict[str, float] = {}
         self._started = False
         self._closed = False
+        self._failing: set[asyncio.Task[None]] = set()
+        """Protocol failures being reported (tasks started by the direct handler)."""
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -88,8 +92,8 @@ class Endpoint:
         self.config.check_payload_limit(self._nc.max_payload)
         self._started = True
         try:
-            self._sub = await self._nc.subscribe(
-                subjects.peer_wildcard(self.peer_id), cb=self._on_peer_msg
+            self._sub = await subscribe_direct(
+                self._nc, subjects.peer_wildcard(self.peer_id), self._on_peer_msg
             )
         except nats.errors.Error as exc:
             raise TransportClosedError(f"cannot subscribe for peer {self.peer_id}: {exc}") from exc
@@ -213,8 +217,8 @@ class Endpoint:
         else:
             log.debug("frame dropped: %s", reason, extra={"peer": self.peer_id, **fields})
 
-    async def _on_peer_msg(self, msg: Msg) -> None:
-        """The subscription callback: never raises, never waits on a stream's consumer."""
+    def _on_peer_msg(self, msg: Msg) -> None:
+        """The subscription's direct handler: never raises, never waits."""
         try:
             frame = self._decode(msg)
             if frame is None:
@@ -222,7 +226,7 @@ class Endpoint:
             tail = subjects.last_token(msg.subject)
             if tail == subjects.HEARTBEAT_TOKEN:
                 if isinstance(frame, frames.Heartbeat):
-                    await self._on_heartbeat(frame)
+                    self._on_heartbeat(frame)
                 else:
                     self._drop("protocol", subject=msg.subject, type=frames.frame_type(frame))
                 return
@@ -237,20 +241,27 @@ class Endpoint:
             try:
                 stream._receive(frame)
             except StreamProtocolError as exc:
-                await self._protocol_failure(stream, exc)
+                self._protocol_failure(stream, exc)
         except Exception:
             self.m.rejected("internal")
             log.exception("frame handling failed", extra={"subject": msg.subject})
 
-    async def _protocol_failure(self, stream: StreamBase, exc: StreamProtocolError) -> None:
+    def _protocol_failure(self, stream: StreamBase, exc: StreamProtocolError) -> None:
+        """Fail `stream` now (nothing more of it is taken) and tell its peer, in a task."""
         self.m.rejected("protocol")
         log.warning(
             "stream failed: protocol violation",
             extra={"stream": stream.id, "peer": stream.remote_peer, "detail": exc.detail},
         )
-        await stream._abandon(exc, "protocol", frames.ErrorCode.PROTOCOL, exc.detail)
+        if not stream._fail(exc, "protocol"):
+            return
+        task = asyncio.get_running_loop().create_task(
+            stream._notify_peer(frames.ErrorCode.PROTOCOL, exc.detail)
+        )
+        self._failing.add(task)
+        task.add_done_callback(self._failing.discard)
 
-    async def _on_heartbeat(self, hb: frames.Heartbeat) -> None:
+    def _on_heartbeat(self, hb: frames.Heartbeat) -> None:
         now = time.monotonic()
         for stream_id, sent in hb.streams:
             stream = self._streams.get(stream_id)
@@ -259,7 +270,7 @@ class Endpoint:
             stream.last_heard = now
             if sent > stream._in_seq:
                 detail = f"frames lost: peer sent up to {sent}, received up to {stream._in_seq}"
-                await self._protocol_failure(stream, StreamProtocolError(stream_id, detail))
+                self._protocol_failure(stream, StreamProtocolError(stream_id, detail))
 
     # -- liveness ----------------------------------------------------------------------------
 
