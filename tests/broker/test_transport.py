@@ -19,6 +19,7 @@ from nats.aio.client import Client as NatsClient
 from prometheus_client import CollectorRegistry
 
 from broker import frames, subjects
+from broker.connection import connect
 from broker.errors import (
     MalformedFrameError,
     NoRelayError,
@@ -75,7 +76,8 @@ class Rig:
     endpoints: list[EdgeClient | RelayServer] = field(default_factory=list)
 
     async def connect(self) -> NatsClient:
-        nc = await nats.connect(self.url, allow_reconnect=False)
+        """A connection as edges and relays make them (`broker.connection`: our client)."""
+        nc = await connect(self.url, name="rig", allow_reconnect=False)
         self.conns.append(nc)
         return nc
 
@@ -761,6 +763,8 @@ async def test_sequence_gap_is_a_stream_error_at_both_ends(rig: Rig) -> None:
         await guarded(stream.read())
     assert "sequence gap" in err.value.detail
     await eventually(lambda: stream.id in parked.cancelled, "the relay learns and stops")
+    # frames are handled as they are parsed, not by a task of the subscription's own
+    assert edge._sub is not None and edge._sub._wait_for_msgs_task is None
 
 
 async def test_lost_tail_frames_are_detected_by_heartbeat(rig: Rig) -> None:
@@ -776,6 +780,7 @@ async def test_lost_tail_frames_are_detected_by_heartbeat(rig: Rig) -> None:
     with pytest.raises(StreamProtocolError) as err:
         await guarded(stream.read())
     assert "frames lost" in err.value.detail
+    await eventually(lambda: stream.id in parked.cancelled, "the relay learns and stops")
 
 
 async def test_credit_overrun_is_a_stream_error(rig: Rig) -> None:
