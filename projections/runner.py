@@ -5,7 +5,8 @@ the runner creates at the sequence after the last one it accepted, and recreates
 whenever it is lost: a server restart or reconnect (pull heartbeats stop), the consumer deleted
 (409), a gap in the consumer sequence (a message dropped on the way). Records arrive in stream
 order and a sequence guard drops anything at or below the last accepted one, so a reset never
-loses or repeats a record.
+loses or repeats a record. Deliveries reach the runner through a direct subscription
+(`broker.nats_client.subscribe_direct`), without a task switch per message.
 
 Why not durable consumers: the position belongs to the model (memory for policy, the DuckDB file
 for audit); a durable keeps a second position on the server that can disagree with it, needs a
