@@ -27,6 +27,7 @@ collide with an escaped id, and the depth tells events (`P.*.*`) from the rest.
 
 from __future__ import annotations
 
+import re
 from uuid import UUID
 
 CONTROL_STREAM = "KG_CONTROL"
@@ -37,19 +38,22 @@ ACTIVITY_PREFIX = "kg.act"
 _UNSAFE = {".": "%2E", "*": "%2A", ">": "%3E", "%": "%25", " ": "%20", "\t": "%09"}
 
 
+_ESCAPES = {c: f"%{c:02X}" for c in (*range(0x21), 0x7F)} | {ord(k): v for k, v in _UNSAFE.items()}
+"""What `token` replaces: the subject syntax characters, `%`, controls, spaces and DEL."""
+_NEEDS_ESCAPE = re.compile("[" + re.escape("".join(map(chr, _ESCAPES))) + "]")
+
+
 def token(value: str) -> str:
-    """One subject token holding `value`, whatever it contains. Reversible with `untoken`."""
+    """One subject token holding `value`, whatever it contains. Reversible with `untoken`.
+
+    A regex scan and, when something needs escaping, one `str.translate` (both in C): every
+    request and event names a subject this way, and a character-by-character loop was a
+    percent of an edge's CPU per proxied GET."""
     if not value:
         return "%00"
-    out = []
-    for ch in value:
-        if ch in _UNSAFE:
-            out.append(_UNSAFE[ch])
-        elif ord(ch) < 0x21 or ord(ch) == 0x7F:
-            out.append(f"%{ord(ch):02X}")
-        else:
-            out.append(ch)
-    return "".join(out)
+    if _NEEDS_ESCAPE.search(value) is None:
+        return value  # ids, names: the usual case
+    return value.translate(_ESCAPES)
 
 
 def untoken(tok: str) -> str:

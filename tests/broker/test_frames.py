@@ -108,6 +108,33 @@ def test_no_id_collides_with_the_heartbeat_token(value: str) -> None:
         assert subjects.last_token(subjects.stream_subject(peer, value)) == subjects.token(value)
 
 
+def _token_one_char_at_a_time(value: str) -> str:
+    """The escaping `subjects.token` promises, spelled out character by character."""
+    if not value:
+        return "%00"
+    unsafe = {".": "%2E", "*": "%2A", ">": "%3E", "%": "%25"}
+    return "".join(
+        unsafe.get(ch) or (f"%{ord(ch):02X}" if ord(ch) < 0x21 or ord(ch) == 0x7F else ch)
+        for ch in value
+    )
+
+
+@given(st.text(max_size=60))
+def test_a_token_is_one_valid_subject_token_that_gives_its_value_back(value: str) -> None:
+    tok = subjects.token(value)
+    assert tok == _token_one_char_at_a_time(value)
+    assert tok and not any(ch in tok for ch in ".*> \t\r\n\x7f")
+    assert all(ord(ch) > 0x20 for ch in tok)
+    assert subjects.untoken(tok) == value
+
+
+def test_tokens_of_typical_ids() -> None:
+    assert subjects.token("alice@example.com") == "alice@example%2Ecom"
+    assert subjects.token("a b\tc%d>*") == "a%20b%09c%25d%3E%2A"
+    assert subjects.token("") == "%00"
+    assert subjects.token("dev") == "dev"
+
+
 def test_peer_subjects_scope_relays_by_cluster() -> None:
     edge = subjects.edge_peer("host-1")
     relay = subjects.relay_peer("prod.eu", "r-7")
