@@ -122,7 +122,7 @@ class RelayAgent:
             except UpstreamError as exc:
                 await stream.fail(frames.ErrorCode.UPSTREAM, _one_line(str(exc)))
                 return "upstream_error"
-            self.m.upstream_latency.labels("upgrade" if upgrade else "http").observe(
+            self.m.upstream_head("upgrade" if upgrade else "http").observe(
                 time.monotonic() - started
             )
             if resp.status == 401 and retriable and attempt == 1:

@@ -77,6 +77,8 @@ class RelayMetrics:
             registry=registry,
         )
 
+        self.upstream_head = Children(self.upstream_latency).warm([("http",), ("upgrade",)])
+        """`upstream_head(kind)`: the histogram's child, looked up once (observed per request)."""
         # created up front (series at 0): one revocation aborts many streams at once
         self._requests = Children(self.requests).warm(
             (method, outcome) for method in METHODS for outcome in EARLY_OUTCOMES
