@@ -11,6 +11,10 @@
 `open` fails fast with `NoRelayError` when no relay of the cluster is connected (NATS reports
 no responders), with `OpenTimeoutError` when relays exist but none accepted in time, and with
 `OpenRejectedError` when a relay refused (overloaded, wrong cluster, ...).
+
+The Open is published with the stream's own subject as its reply subject, so the relay's answer
+(Accept or a refusal) comes in on the edge's one direct subscription, in order with the frames
+that follow it, and no inbox, request future or timer task of nats-py's is involved.
 """
 
 from __future__ import annotations
@@ -21,10 +25,10 @@ import time
 from collections.abc import AsyncIterator, Iterable
 
 import nats.errors
+from nats.aio.msg import Msg
 
 from broker import frames, subjects
 from broker.errors import (
-    FrameError,
     NoRelayError,
     OpenRejectedError,
     OpenTimeoutError,
@@ -39,6 +43,9 @@ from broker.errors import (
 from broker.transport_endpoint import Endpoint
 from broker.transport_stream import StreamBase
 
+_NO_RESPONDERS = "503"
+"""The status NATS sends to a request's reply subject when nobody subscribes to its subject."""
+
 
 class ClientStream(StreamBase):
     """One proxied request as the edge holds it: request bytes out, response in."""
@@ -47,6 +54,11 @@ class ClientStream(StreamBase):
         super().__init__(endpoint, open_frame, remote_peer=None, send_credit=0, window=window)
         self._head: frames.Head | None = None
         self._head_ready = asyncio.Event()
+        self._answer: asyncio.Future[frames.Accept | frames.Error | None] = (
+            asyncio.get_running_loop().create_future()
+        )
+        """The relay's answer to the Open: Accept, Error, or None when NATS said that nobody
+        serves the cluster (set by the endpoint's handler, in frame order)."""
 
     @property
     def relay_id(self) -> str | None:
@@ -101,11 +113,15 @@ class ClientStream(StreamBase):
 
     # -- frames from the relay ---------------------------------------------------------------
 
-    def _accepted(self, relay_id: str, credit: int) -> None:
-        self._set_remote(relay_id)
-        self.last_heard = time.monotonic()
-        if credit:
-            self._on_window(credit)
+    def _on_answer(self, answer: frames.Accept | frames.Error | None) -> None:
+        if self._answer.done():
+            return
+        if isinstance(answer, frames.Accept):
+            self._set_remote(answer.relay)
+            self.last_heard = time.monotonic()
+            if answer.credit:
+                self._on_window(answer.credit)
+        self._answer.set_result(answer)
 
     def _handle(self, frame: frames.Frame) -> None:
         if isinstance(frame, frames.ResponseChunk):
@@ -194,16 +210,15 @@ class EdgeClient(Endpoint):
         data = frames.encode_frame(open_frame, self.config.max_frame_bytes, validate=True)
         stream = ClientStream(self, open_frame, self.config.window)
         stream._send_closed = open_frame.end
-        self._register(stream)  # before the request: frames may overtake the Accept
+        self._register(stream)  # before the Open: the answer comes on the stream's subject
         try:
-            answer = await self._request_open(cluster, data, timeout)
+            answer = await self._request_open(stream, cluster, data, timeout)
         except BaseException:
             stream._finish()
             raise
         if isinstance(answer, frames.Error):
             stream._finish()
             raise OpenRejectedError(cluster, answer.code, answer.message)
-        stream._accepted(answer.relay, answer.credit)
         self.m.streams_opened.inc()
         failure = stream.failure
         if isinstance(failure, StreamProtocolError):  # broken before the Accept arrived
@@ -212,28 +227,56 @@ class EdgeClient(Endpoint):
 
     async def _request_open(
         self,
+        stream: ClientStream,
         cluster: str,
         data: bytes,
         timeout: float,  # noqa: ASYNC109
     ) -> frames.Accept | frames.Error:
+        """Publish the Open (replies to the stream's subject) and wait for the answer."""
+        answer = stream._answer
         try:
-            reply = await self._nc.request(subjects.request_subject(cluster), data, timeout=timeout)
-        except nats.errors.NoRespondersError as exc:
-            raise NoRelayError(cluster) from exc
-        except nats.errors.TimeoutError as exc:
-            raise OpenTimeoutError(cluster, timeout) from exc
+            await self._nc.publish(
+                subjects.request_subject(cluster),
+                data,
+                reply=subjects.stream_subject(self.peer_id, stream.id),
+            )
         except nats.errors.Error as exc:
             raise TransportClosedError(f"cannot send Open for {cluster!r}: {exc!r}") from exc
         self.m.frame("out", "open", len(data))
+
+        def give_up() -> None:
+            if not answer.done():
+                answer.set_exception(OpenTimeoutError(cluster, timeout))
+
+        expire = asyncio.get_running_loop().call_later(timeout, give_up)
         try:
-            answer = frames.decode_frame(reply.data, self.config.max_frame_bytes)
-        except FrameError as exc:
-            self.m.rejected("malformed")
-            raise OpenRejectedError(cluster, frames.ErrorCode.PROTOCOL, str(exc)) from exc
-        self.m.frame("in", frames.frame_type(answer), len(reply.data))
-        if not isinstance(answer, frames.Accept | frames.Error):
-            self.m.rejected("protocol")
-            raise OpenRejectedError(
-                cluster, frames.ErrorCode.PROTOCOL, f"unexpected {frames.frame_type(answer)} reply"
-            )
-        return answer
+            result = await answer
+        finally:
+            expire.cancel()
+        if result is None:
+            raise NoRelayError(cluster)
+        return result
+
+    # -- answers to Opens ---------------------------------------------------------------------
+
+    def _on_status(self, msg: Msg) -> bool:
+        """NATS's "no responders" for an Open (no relay of the cluster is subscribed)."""
+        headers = msg.headers
+        if not headers or headers.get("Status") != _NO_RESPONDERS:
+            return False
+        stream = self._streams.get(subjects.last_token(msg.subject))
+        if isinstance(stream, ClientStream):
+            stream._on_answer(None)
+        return True
+
+    def _on_answer(self, stream: StreamBase, frame: frames.Frame) -> bool:
+        """An Accept, or a refusal (an Error numbered 0), for a stream waiting for one."""
+        if not isinstance(stream, ClientStream) or stream._answer.done():
+            return False
+        if isinstance(frame, frames.Accept):
+            stream._on_answer(frame)
+            return True
+        if isinstance(frame, frames.Error) and frame.seq == 0:
+            stream._on_answer(frame)
+            return True
+        return False

@@ -220,6 +220,8 @@ class Endpoint:
     def _on_peer_msg(self, msg: Msg) -> None:
         """The subscription's direct handler: never raises, never waits."""
         try:
+            if msg.headers is not None and self._on_status(msg):
+                return
             frame = self._decode(msg)
             if frame is None:
                 return
@@ -235,6 +237,8 @@ class Endpoint:
                 if tail not in self._recently_closed:
                     self._drop("unknown_stream", subject=msg.subject)
                 return
+            if self._on_answer(stream, frame):
+                return
             if not isinstance(frame, self.accepts):
                 self._drop("protocol", stream=tail, type=frames.frame_type(frame))
                 return
@@ -245,6 +249,14 @@ class Endpoint:
         except Exception:
             self.m.rejected("internal")
             log.exception("frame handling failed", extra={"subject": msg.subject})
+
+    def _on_status(self, msg: Msg) -> bool:
+        """A NATS status message (headers, no frame) on a peer subject; True if handled."""
+        return False
+
+    def _on_answer(self, stream: StreamBase, frame: frames.Frame) -> bool:
+        """The answer to an Open this end sent (the edge's); True if `frame` was one."""
+        return False
 
     def _protocol_failure(self, stream: StreamBase, exc: StreamProtocolError) -> None:
         """Fail `stream` now (nothing more of it is taken) and tell its peer, in a task."""

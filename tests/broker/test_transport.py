@@ -475,6 +475,24 @@ async def test_overloaded_relay_refuses(rig: Rig) -> None:
     assert (await first.response_head()).status == 204
 
 
+async def test_the_answer_to_an_open_comes_on_the_streams_own_subject(rig: Rig) -> None:
+    await rig.relay(echo)
+    spy = await rig.connect()
+    seen = await spy.subscribe(subjects.request_subject(rig.cluster))  # beside the queue group
+    await spy.flush()
+    edge, _ = await rig.edge()
+    stream = await rig.open(edge)
+    msg = await seen.next_msg(timeout=10)
+    opened = frames.decode_frame(msg.data)
+    assert isinstance(opened, frames.Open) and opened.stream == stream.id
+    assert msg.reply == subjects.stream_subject(edge.peer_id, stream.id)
+    # no nats-py request machinery: no response inbox subscription on the edge's connection
+    assert not edge._nc._resp_sub_prefix
+    await stream.send(b"x")
+    await stream.end_send()
+    assert await read_all(stream) == b"x"
+
+
 async def test_two_replicas_share_opens(rig: Rig) -> None:
     a, _ = await rig.relay(echo)
     b, _ = await rig.relay(echo)
