@@ -22,6 +22,8 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Coroutine
+from typing import Any
 
 import nats.errors
 from nats.aio.client import Client as NatsClient
@@ -80,8 +82,9 @@ class Endpoint:
         self._last_drop_warning: dict[str, float] = {}
         self._started = False
         self._closed = False
-        self._failing: set[asyncio.Task[None]] = set()
-        """Protocol failures being reported (tasks started by the direct handler)."""
+        self._chores: set[asyncio.Task[None]] = set()
+        """What the direct handlers started and must not wait for (a refusal, telling a peer
+        its stream failed), kept until done."""
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -265,13 +268,14 @@ class Endpoint:
             "stream failed: protocol violation",
             extra={"stream": stream.id, "peer": stream.remote_peer, "detail": exc.detail},
         )
-        if not stream._fail(exc, "protocol"):
-            return
-        task = asyncio.get_running_loop().create_task(
-            stream._notify_peer(frames.ErrorCode.PROTOCOL, exc.detail)
-        )
-        self._failing.add(task)
-        task.add_done_callback(self._failing.discard)
+        if stream._fail(exc, "protocol"):
+            self._spawn(stream._notify_peer(frames.ErrorCode.PROTOCOL, exc.detail))
+
+    def _spawn(self, chore: Coroutine[Any, Any, None]) -> None:
+        """Run `chore` as a task, from a direct handler, which cannot wait."""
+        task = asyncio.get_running_loop().create_task(chore)
+        self._chores.add(task)
+        task.add_done_callback(self._chores.discard)
 
     def _on_heartbeat(self, hb: frames.Heartbeat) -> None:
         now = time.monotonic()

@@ -41,6 +41,7 @@ from broker.errors import (
     StreamStateError,
     TransportClosedError,
 )
+from broker.nats_client import subscribe_direct
 from broker.transport_config import TransportConfig
 from broker.transport_endpoint import Endpoint
 from broker.transport_stream import Encoded, StreamBase
@@ -65,7 +66,9 @@ class ServerStream(StreamBase):
         self._head_sent = False
         self._recv_ended = open_frame.end
         self._task: asyncio.Task[None] | None = None
-        self._accept: tuple[str, frames.Accept, asyncio.TimerHandle] | None = None
+        self._accept: tuple[str, frames.Accept, asyncio.TimerHandle | None] | None = None
+        """An Accept not sent yet: its reply subject, and the timer of a deferred one (None:
+        the handler's task sends it before the handler starts)."""
 
     @property
     def edge_id(self) -> str:
@@ -89,7 +92,8 @@ class ServerStream(StreamBase):
         if pending is None:
             return
         reply, accept, timer = pending
-        timer.cancel()
+        if timer is not None:
+            timer.cancel()
         try:
             await self._ep._publish(reply, accept)
         except TransportClosedError as exc:
@@ -259,10 +263,11 @@ class RelayServer(Endpoint):
             return
         await super().start()
         try:
-            self._open_sub = await self._nc.subscribe(
+            self._open_sub = await subscribe_direct(
+                self._nc,
                 subjects.request_subject(self.cluster),
+                self._on_open,
                 queue=subjects.relay_queue(self.cluster),
-                cb=self._on_open,
             )
             await self._nc.flush()
         except nats.errors.Error as exc:
@@ -294,15 +299,16 @@ class RelayServer(Endpoint):
         except TransportClosedError:
             pass
 
-    async def _on_open(self, msg: Msg) -> None:
-        """Queue-group callback: validate an Open, answer Accept, start the handler."""
+    def _on_open(self, msg: Msg) -> None:
+        """The queue group's direct handler: validate an Open, register its stream and start
+        its handler (which sends the Accept first, unless it is held); never raises."""
         try:
-            await self._accept_open(msg)
+            self._accept_open(msg)
         except Exception:
             self.m.rejected("internal")
             log.exception("open handling failed", extra={"cluster": self.cluster})
 
-    async def _accept_open(self, msg: Msg) -> None:
+    def _accept_open(self, msg: Msg) -> None:
         if not msg.reply:
             self.m.rejected("malformed")
             return
@@ -310,20 +316,20 @@ class RelayServer(Endpoint):
             frame = frames.decode_frame(msg.data, self.config.max_frame_bytes)
         except FrameTooLargeError as exc:
             self.m.rejected("oversize")
-            await self._refuse(msg, frames.ErrorCode.MALFORMED, str(exc))
+            self._spawn(self._refuse(msg, frames.ErrorCode.MALFORMED, str(exc)))
             return
         except MalformedFrameError as exc:
             self.m.rejected("malformed")
-            await self._refuse(msg, frames.ErrorCode.MALFORMED, frames.clip(str(exc)))
+            self._spawn(self._refuse(msg, frames.ErrorCode.MALFORMED, frames.clip(str(exc))))
             return
         self.m.frame("in", frames.frame_type(frame), len(msg.data))
         if not isinstance(frame, frames.Open):
             self.m.rejected("protocol")
-            await self._refuse(msg, frames.ErrorCode.PROTOCOL, "expected an open frame")
+            self._spawn(self._refuse(msg, frames.ErrorCode.PROTOCOL, "expected an open frame"))
             return
         refusal = self._refusal(frame)
         if refusal is not None:
-            await self._refuse(msg, *refusal)
+            self._spawn(self._refuse(msg, *refusal))
             return
         stream = ServerStream(self, frame)
         self._register(stream)
@@ -331,11 +337,7 @@ class RelayServer(Endpoint):
         if frame.end and self.config.accept_within > 0:
             stream._defer_accept(msg.reply, accept)
         else:
-            try:
-                await self._publish(msg.reply, accept)
-            except TransportClosedError:
-                stream._finish()
-                return
+            stream._accept = (msg.reply, accept, None)
         self.m.streams_opened.inc()
         task = asyncio.create_task(self._run(stream), name=f"kubegate-relay-stream-{stream.id}")
         stream._task = task
@@ -358,6 +360,12 @@ class RelayServer(Endpoint):
     # -- handlers ----------------------------------------------------------------------------
 
     async def _run(self, stream: ServerStream) -> None:
+        pending = stream._accept
+        if pending is not None and pending[2] is None:  # an Open with a body: accept at once
+            try:
+                await stream._send_accept()
+            except StreamError:
+                return  # NATS is gone: the stream failed, the edge times out or sees it end
         try:
             await self._handler(stream)
         except asyncio.CancelledError:

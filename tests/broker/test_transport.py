@@ -476,7 +476,9 @@ async def test_overloaded_relay_refuses(rig: Rig) -> None:
 
 
 async def test_the_answer_to_an_open_comes_on_the_streams_own_subject(rig: Rig) -> None:
-    await rig.relay(echo)
+    relay, _ = await rig.relay(echo)
+    # Opens are taken as they are parsed, not by a task of the subscription's own
+    assert relay._open_sub is not None and relay._open_sub._wait_for_msgs_task is None
     spy = await rig.connect()
     seen = await spy.subscribe(subjects.request_subject(rig.cluster))  # beside the queue group
     await spy.flush()
