@@ -164,6 +164,69 @@ def test_pub_commands_are_nats_py_bytes(reply: str, payload: bytes) -> None:
     assert pub_command("kg.frames.c1.s", reply, payload) == expected
 
 
+async def _stock_command(
+    subject: str, reply: str, payload: bytes, headers: dict[str, str] | None
+) -> bytes | Exception:
+    """What a stock nats-py client would write for one publish (or what it raises)."""
+    client = Client()
+    sent: list[bytes] = []
+
+    async def capture(command: bytes, priority: bool = False) -> None:
+        sent.append(command)
+
+    client._send_command = capture  # type: ignore[method-assign]
+    try:
+        await client._send_publish(subject, reply, payload, len(payload), headers)
+    except Exception as exc:
+        return exc
+    return sent[0]
+
+
+async def _our_command(
+    subject: str, reply: str, payload: bytes, headers: dict[str, str] | None
+) -> bytes | Exception:
+    client = NatsClient()
+    sent: list[bytes] = []
+
+    async def capture(command: bytes, priority: bool = False) -> None:
+        sent.append(command)
+
+    client._send_command = capture  # type: ignore[method-assign]
+    try:
+        await client._send_publish(subject, reply, payload, len(payload), headers)
+    except Exception as exc:
+        return exc
+    return sent[0]
+
+
+_HEADER_TEXT = st.text(alphabet=st.sampled_from(list("Nats-Msg-Id_x: \t\r\nÄ(€")), max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    headers=st.dictionaries(_HEADER_TEXT, _HEADER_TEXT, max_size=4),
+    payload=st.sampled_from([b"", b"x", b"\r\n", b"{}" * 40]),
+    reply=st.sampled_from(["", "_INBOX.abc.1"]),
+)
+async def test_publishes_with_headers_are_nats_py_bytes(
+    headers: dict[str, str], payload: bytes, reply: str
+) -> None:
+    ours = await _our_command("kg.act.x", reply, payload, headers)
+    stock_answer = await _stock_command("kg.act.x", reply, payload, headers)
+    if isinstance(stock_answer, Exception):
+        assert type(ours) is type(stock_answer) and str(ours) == str(stock_answer)
+    else:
+        assert ours == stock_answer
+
+
+async def test_activity_style_headers_are_nats_py_bytes() -> None:
+    headers = {"Nats-Msg-Id": "3f2a9c1e-q", "Nats-Expected-Stream": "KG_ACTIVITY"}
+    for payload in (b"{}", BIG):
+        ours = await _our_command("kg.act.req.r1", "_INBOX.a.7", payload, headers)
+        assert ours == await _stock_command("kg.act.req.r1", "_INBOX.a.7", payload, headers)
+        assert ours.startswith(b"HPUB kg.act.req.r1 _INBOX.a.7 ")
+
+
 async def test_what_we_publish_reaches_a_stock_client(nats_url: str) -> None:
     ours = await connect(nats_url, name="t-ours")
     stock_client = await nats.connect(nats_url)
