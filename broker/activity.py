@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 
+import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from broker import subjects
 from broker.errors import BrokerError, BrokerTimeoutError
+from broker.nats_client import subscribe_direct
 from domain import codec, events
 
 log = logging.getLogger("kubegate.broker.activity")
@@ -149,7 +150,7 @@ class ActivityPublisher:
         async with self._starting:  # concurrent first publishes share one ack subscription
             if self._sub is None:
                 prefix = self._nc.new_inbox()
-                self._sub = await self._nc.subscribe(f"{prefix}.*", cb=self._on_ack)
+                self._sub = await subscribe_direct(self._nc, f"{prefix}.*", self._on_ack)
                 self._prefix = prefix
 
     async def _take_slot(self) -> bool:
@@ -164,7 +165,8 @@ class ActivityPublisher:
             return False
         return True
 
-    async def _on_ack(self, msg: Msg) -> None:
+    def _on_ack(self, msg: Msg) -> None:
+        """The acks' direct handler (`subscribe_direct`): settles the event's slot."""
         token = msg.subject.rsplit(".", 1)[-1]
         if token not in self._pending:
             return  # expired already
@@ -173,8 +175,10 @@ class ActivityPublisher:
             failure = "no-stream"
         else:
             try:
-                answer = json.loads(msg.data)
-            except ValueError:
+                answer = msgspec.json.decode(msg.data)
+            except msgspec.DecodeError:
+                answer = None
+            if not isinstance(answer, dict):
                 answer = {"error": {"description": "unreadable ack"}}
             if "error" in answer:
                 failure = "rejected"

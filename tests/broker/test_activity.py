@@ -143,3 +143,37 @@ async def test_holds_renewed_without_pause_delay_the_audit_but_never_stop_it(nc:
     assert publisher.published + publisher.in_flight == 1
     await queue.close()
     await publisher.close()
+
+
+async def test_every_kind_of_answer_is_counted_by_what_it_says(tmp_path) -> None:
+    """No stream (NATS answers 503), a JetStream error, and answers that are not an ack."""
+    server = EmbeddedNats(data_dir=tmp_path / "n").start()
+    nc = await connect(server.url, name="t")
+    answerer = await connect(server.url, name="t-answers")
+    try:
+        registry = CollectorRegistry()
+        publisher = ActivityPublisher(nc, ack_timeout=10, registry=registry)
+        assert await publisher.publish(requested("nostream", 0))  # no stream holds kg.act.>
+        await eventually(lambda: publisher.failed == 1, "the no-responders answer")
+
+        answers = iter([b'{"error": {"code": 503, "description": "no"}}', b"not json", b"5"])
+
+        async def answer(msg) -> None:
+            await answerer.publish(msg.reply, next(answers))
+
+        await answerer.subscribe("kg.act.>", cb=answer)  # stands in for JetStream
+        await answerer.flush()
+        for n in range(3):
+            assert await publisher.publish(requested("answered", n))
+        await publisher.flush()
+        assert (publisher.published, publisher.failed) == (0, 4)
+
+        def failed(reason: str) -> float | None:
+            return registry.get_sample_value("kubegate_activity_failed_total", {"reason": reason})
+
+        assert (failed("no-stream"), failed("rejected"), failed("timeout")) == (1, 3, None)
+        await publisher.close()
+    finally:
+        await answerer.close()
+        await nc.close()
+        server.stop()
