@@ -164,28 +164,11 @@ def test_pub_commands_are_nats_py_bytes(reply: str, payload: bytes) -> None:
     assert pub_command("kg.frames.c1.s", reply, payload) == expected
 
 
-async def _stock_command(
-    subject: str, reply: str, payload: bytes, headers: dict[str, str] | None
+async def _command_of(
+    client_class: type[Client], subject: str, reply: str, payload: bytes, headers: Any
 ) -> bytes | Exception:
-    """What a stock nats-py client would write for one publish (or what it raises)."""
-    client = Client()
-    sent: list[bytes] = []
-
-    async def capture(command: bytes, priority: bool = False) -> None:
-        sent.append(command)
-
-    client._send_command = capture  # type: ignore[method-assign]
-    try:
-        await client._send_publish(subject, reply, payload, len(payload), headers)
-    except Exception as exc:
-        return exc
-    return sent[0]
-
-
-async def _our_command(
-    subject: str, reply: str, payload: bytes, headers: dict[str, str] | None
-) -> bytes | Exception:
-    client = NatsClient()
+    """What a client of `client_class` would write for one publish (or what it raises)."""
+    client = client_class()
     sent: list[bytes] = []
 
     async def capture(command: bytes, priority: bool = False) -> None:
@@ -211,8 +194,8 @@ _HEADER_TEXT = st.text(alphabet=st.sampled_from(list("Nats-Msg-Id_x: \t\r\nÃ„(â‚
 async def test_publishes_with_headers_are_nats_py_bytes(
     headers: dict[str, str], payload: bytes, reply: str
 ) -> None:
-    ours = await _our_command("kg.act.x", reply, payload, headers)
-    stock_answer = await _stock_command("kg.act.x", reply, payload, headers)
+    ours = await _command_of(NatsClient, "kg.act.x", reply, payload, headers)
+    stock_answer = await _command_of(Client, "kg.act.x", reply, payload, headers)
     if isinstance(stock_answer, Exception):
         assert type(ours) is type(stock_answer) and str(ours) == str(stock_answer)
     else:
@@ -222,8 +205,9 @@ async def test_publishes_with_headers_are_nats_py_bytes(
 async def test_activity_style_headers_are_nats_py_bytes() -> None:
     headers = {"Nats-Msg-Id": "3f2a9c1e-q", "Nats-Expected-Stream": "KG_ACTIVITY"}
     for payload in (b"{}", BIG):
-        ours = await _our_command("kg.act.req.r1", "_INBOX.a.7", payload, headers)
-        assert ours == await _stock_command("kg.act.req.r1", "_INBOX.a.7", payload, headers)
+        args = ("kg.act.req.r1", "_INBOX.a.7", payload, headers)
+        ours = await _command_of(NatsClient, *args)
+        assert ours == await _command_of(Client, *args)
         assert ours.startswith(b"HPUB kg.act.req.r1 _INBOX.a.7 ")
 
 
