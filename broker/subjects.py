@@ -21,8 +21,9 @@ catalog's `event_subject`:
   P.%uuid.<hex>                 events of a UUID id
   P.%es.<purpose>.<2 tokens>    other aggregate recorders (snapshots): four tokens after P
   P.%es.tracking.<application>  tracking positions: three tokens after P
-`token()` never yields `%` followed by a non-hex letter, so `%id`, `%uuid` and `%es` cannot
-collide with an escaped id, and the depth tells events (`P.*.*`) from the rest.
+`token()` yields `%` followed by a non-hex letter only as `%nul` (an id that is one NUL; the
+empty id is `%00`), so `%id`, `%uuid` and `%es` cannot collide with an escaped id, and the depth
+tells events (`P.*.*`) from the rest.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ _UNSAFE = {".": "%2E", "*": "%2A", ">": "%3E", "%": "%25", " ": "%20", "\t": "%0
 
 _ESCAPES = {c: f"%{c:02X}" for c in (*range(0x21), 0x7F)} | {ord(k): v for k, v in _UNSAFE.items()}
 """What `token` replaces: the subject syntax characters, `%`, controls, spaces and DEL."""
+_LONE_NUL = "%nul"
+"""The token of the id made of one NUL character (`%` and a non-hex letter: no escape)."""
 _NEEDS_ESCAPE = re.compile("[" + re.escape("".join(map(chr, _ESCAPES))) + "]")
 
 
@@ -51,6 +54,8 @@ def token(value: str) -> str:
     percent of an edge's CPU per proxied GET."""
     if not value:
         return "%00"
+    if value == "\x00":
+        return _LONE_NUL  # "%00" already means the empty id
     if _NEEDS_ESCAPE.search(value) is None:
         return value  # ids, names: the usual case
     return value.translate(_ESCAPES)
@@ -60,6 +65,8 @@ def untoken(tok: str) -> str:
     """Inverse of `token`."""
     if tok == "%00":
         return ""
+    if tok == _LONE_NUL:
+        return "\x00"
     out = []
     i = 0
     while i < len(tok):

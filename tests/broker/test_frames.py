@@ -112,6 +112,8 @@ def _token_one_char_at_a_time(value: str) -> str:
     """The escaping `subjects.token` promises, spelled out character by character."""
     if not value:
         return "%00"
+    if value == "\x00":
+        return "%nul"  # "%00" is the empty id's
     unsafe = {".": "%2E", "*": "%2A", ">": "%3E", "%": "%25"}
     return "".join(
         unsafe.get(ch) or (f"%{ord(ch):02X}" if ord(ch) < 0x21 or ord(ch) == 0x7F else ch)
@@ -132,6 +134,8 @@ def test_tokens_of_typical_ids() -> None:
     assert subjects.token("alice@example.com") == "alice@example%2Ecom"
     assert subjects.token("a b\tc%d>*") == "a%20b%09c%25d%3E%2A"
     assert subjects.token("") == "%00"
+    assert subjects.token("\x00") == "%nul" and subjects.untoken("%nul") == "\x00"
+    assert subjects.token("a\x00") == "a%00"
     assert subjects.token("dev") == "dev"
 
 
