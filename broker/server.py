@@ -7,6 +7,7 @@ form a JetStream cluster (the fault tests use three).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -16,6 +17,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from broker.errors import BrokerError
 
@@ -59,6 +61,9 @@ def _port_open(host: str, port: int) -> bool:
         return False
 
 
+_START_ATTEMPTS = 3
+"""Starts tried when the route port picked for a cluster node was taken meanwhile."""
+
 DEFAULT_GOGC = 400
 """The embedded server's GOGC. At Go's 100, collections (marking, clearing, page faults) were a
 third of nats-server's CPU while it carried a port-forward: `kubegate bench stream` on 2 cores,
@@ -67,7 +72,10 @@ third of nats-server's CPU while it carried a port-forward: `kubegate bench stre
 
 @dataclass
 class EmbeddedNats:
-    """One nats-server process. Ports default to free ones picked at `start()`."""
+    """One nats-server process. Ports left at 0 are chosen by the server itself at `start()`
+    and read back from its ports file (a port picked here and bound later could be taken by
+    another process in between); a cluster's route port is picked here, since every node needs
+    the others' route URLs before it starts, and a start that loses that race is retried."""
 
     data_dir: Path
     host: str = "127.0.0.1"
@@ -90,6 +98,9 @@ class EmbeddedNats:
     fresh buffer in the server, so a port-forward or a large list makes garbage at the rate it
     moves bytes; see `DEFAULT_GOGC`."""
     process: subprocess.Popen[bytes] | None = None
+    _listen: tuple[int, int] = field(default=(-1, -1), init=False, repr=False)
+    """The client and monitoring ports as the running process's config gave them (-1: its
+    choice): a reload must not change them, which nats-server refuses."""
 
     @property
     def url(self) -> str:
@@ -120,9 +131,8 @@ class EmbeddedNats:
         return env
 
     def allocate_ports(self) -> None:
-        """Pick free ports now (a cluster needs every route URL before any node starts)."""
-        self.port = self.port or free_port(self.host)
-        self.http_port = self.http_port or free_port(self.host)
+        """Pick the route port now (a cluster needs every route URL before any node starts);
+        client and monitoring ports left at 0 are the server's to choose."""
         if self.cluster_name:
             self.cluster_port = self.cluster_port or free_port(self.host)
 
@@ -130,8 +140,9 @@ class EmbeddedNats:
         store = self.data_dir / "jetstream"
         lines = [
             f'server_name: "{self.server_name}"',
-            f'listen: "{self.host}:{self.port}"',
-            f'http: "{self.host}:{self.http_port}"',
+            f'listen: "{self.host}:{self._listen[0]}"',
+            f'http: "{self.host}:{self._listen[1]}"',
+            f'ports_file_dir: "{self.data_dir}"',
             f"max_payload: {self.max_payload}",
             "jetstream {",
             f'  store_dir: "{store}"',
@@ -153,7 +164,20 @@ class EmbeddedNats:
     def start(self, timeout: float = 15.0) -> EmbeddedNats:
         """Write the config, start the server and wait until it accepts clients."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        picked_route_port = self.cluster_name and not self.cluster_port
+        for attempt in range(_START_ATTEMPTS):
+            try:
+                return self._start_once(timeout)
+            except NatsServerStartError as exc:
+                clash = "address already in use" in exc.log
+                if not (clash and picked_route_port) or attempt == _START_ATTEMPTS - 1:
+                    raise
+                self.cluster_port = 0  # another process took the route port: pick again
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _start_once(self, timeout: float) -> EmbeddedNats:
         self.allocate_ports()
+        self._listen = (self.port or -1, self.http_port or -1)  # a restart keeps the ports
         self.config_path.write_text(self.render_config())
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
@@ -170,11 +194,30 @@ class EmbeddedNats:
                 raise NatsServerStartError(
                     f"nats-server exited with {self.process.returncode}", self.tail_log()
                 )
-            if _port_open(self.host, self.port):
+            # The ports file is written by this process once it listens: a client port that
+            # answers could be another server's, one that took a port this one wanted.
+            ports = self._ports_file(self.process.pid)
+            if ports is not None and _port_open(self.host, ports[0]):
+                self.port, self.http_port = ports
                 return self
             time.sleep(0.05)
         self.stop()
         raise NatsServerStartError(f"nats-server did not listen on {self.url}", self.tail_log())
+
+    def _ports_file(self, pid: int) -> tuple[int, int] | None:
+        """(client, monitoring) ports from the server's ports file, once it is complete."""
+        path = next(self.data_dir.glob(f"*_{pid}.ports"), None)  # <binary name>_<pid>.ports
+        if path is None:
+            return None
+        try:
+            found = json.loads(path.read_text())
+            client = urlsplit(found["nats"][0]).port
+            monitoring = urlsplit(found["monitoring"][0]).port
+        except (OSError, ValueError, KeyError, IndexError, TypeError):
+            return None
+        if client is None or monitoring is None:
+            return None
+        return client, monitoring
 
     def reload(self, extra_config: str | None = None) -> None:
         """Rewrite the config (e.g. new users) and have the running server reload it (SIGHUP)."""

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import socket
 
 import nats
+import pytest
 
-from broker.server import DEFAULT_GOGC, EmbeddedNats
+from broker.server import DEFAULT_GOGC, EmbeddedNats, NatsServerStartError
 
 
 async def test_session_server_has_jetstream(nats_server: EmbeddedNats) -> None:
@@ -24,6 +26,34 @@ def test_start_stop_in_own_dir(tmp_path) -> None:
         assert server.running
         assert "jetstream" in server.config_path.read_text()
     assert not server.running
+
+
+async def test_the_server_chooses_its_ports_and_keeps_them_across_a_restart(tmp_path) -> None:
+    server = EmbeddedNats(data_dir=tmp_path / "n")
+    with server:
+        port, http_port = server.port, server.http_port
+        assert port and http_port and port != http_port
+        nc = await nats.connect(server.url)
+        assert nc.connected_server_version.major >= 2
+        await nc.close()
+        server.reload()  # same listen options: nats-server refuses a reload that changes them
+    with server:
+        assert (server.port, server.http_port) == (port, http_port)
+        nc = await nats.connect(server.url)
+        await nc.close()
+
+
+def test_a_port_someone_else_listens_on_is_not_mistaken_for_ours(tmp_path) -> None:
+    """A port that answers is not proof: the server must say it listens there itself."""
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        server = EmbeddedNats(data_dir=tmp_path / "n", port=taken)
+        with pytest.raises(NatsServerStartError) as failed:
+            server.start()
+        assert "address already in use" in failed.value.log
+        assert not server.running
 
 
 def _environ(pid: int) -> dict[str, str]:
