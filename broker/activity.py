@@ -18,7 +18,7 @@ import contextlib
 import logging
 
 import msgspec
-from nats.aio.client import Client
+from nats.aio.client import NO_RESPONDERS_STATUS, Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -171,7 +171,7 @@ class ActivityPublisher:
         if token not in self._pending:
             return  # expired already
         failure = None
-        if msg.headers and msg.headers.get("Status") == "503":
+        if msg.headers and msg.headers.get("Status") == NO_RESPONDERS_STATUS:
             failure = "no-stream"
         else:
             try:

@@ -25,6 +25,7 @@ import time
 from collections.abc import AsyncIterator, Iterable
 
 import nats.errors
+from nats.aio.client import NO_RESPONDERS_STATUS
 from nats.aio.msg import Msg
 
 from broker import frames, subjects
@@ -42,9 +43,6 @@ from broker.errors import (
 )
 from broker.transport_endpoint import Endpoint
 from broker.transport_stream import StreamBase
-
-_NO_RESPONDERS = "503"
-"""The status NATS sends to a request's reply subject when nobody subscribes to its subject."""
 
 
 class ClientStream(StreamBase):
@@ -262,7 +260,7 @@ class EdgeClient(Endpoint):
     def _on_status(self, msg: Msg) -> bool:
         """NATS's "no responders" for an Open (no relay of the cluster is subscribed)."""
         headers = msg.headers
-        if not headers or headers.get("Status") != _NO_RESPONDERS:
+        if not headers or headers.get("Status") != NO_RESPONDERS_STATUS:
             return False
         stream = self._streams.get(subjects.last_token(msg.subject))
         if isinstance(stream, ClientStream):
