@@ -10,7 +10,11 @@ it is done.
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Coroutine, Iterator
 from typing import Any
+
+log = logging.getLogger("kubegate.broker.tasks")
 
 
 async def cancel_and_wait(*tasks: asyncio.Task[Any], every_s: float = 0.2) -> None:
@@ -24,3 +28,28 @@ async def cancel_and_wait(*tasks: asyncio.Task[Any], every_s: float = 0.2) -> No
     for task in tasks:
         if not task.cancelled():
             task.exception()
+
+
+class Chores:
+    """Tasks started by code that cannot wait for them (a direct NATS handler sending a pull
+    request or a refusal): each is kept referenced until it ends, and a failure is logged, not
+    left to the garbage collector's warning. Iterate to cancel what still runs."""
+
+    def __init__(self, owner: str) -> None:
+        self.owner = owner
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def start(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error(
+                "background task failed", exc_info=task.exception(), extra={"owner": self.owner}
+            )
+
+    def __iter__(self) -> Iterator[asyncio.Task[None]]:
+        return iter(list(self._tasks))

@@ -22,8 +22,6 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Coroutine
-from typing import Any
 
 import nats.errors
 from nats.aio.client import Client as NatsClient
@@ -43,6 +41,7 @@ from broker.errors import (
 )
 from broker.nats_client import publish_parts, subscribe_direct
 from broker.nats_parser import Buffer
+from broker.tasks import Chores
 from broker.transport_config import TransportConfig
 from broker.transport_metrics import TransportMetrics
 from broker.transport_stream import LiveStream, StreamBase
@@ -82,9 +81,9 @@ class Endpoint:
         self._last_drop_warning: dict[str, float] = {}
         self._started = False
         self._closed = False
-        self._chores: set[asyncio.Task[None]] = set()
-        """What the direct handlers started and must not wait for (a refusal, telling a peer
-        its stream failed), kept until done."""
+        self._chores = Chores(f"transport {self.role} {peer_id}")
+        """What the direct handlers start and cannot wait for: a refusal, telling a peer its
+        stream failed."""
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -269,13 +268,7 @@ class Endpoint:
             extra={"stream": stream.id, "peer": stream.remote_peer, "detail": exc.detail},
         )
         if stream._fail(exc, "protocol"):
-            self._spawn(stream._notify_peer(frames.ErrorCode.PROTOCOL, exc.detail))
-
-    def _spawn(self, chore: Coroutine[Any, Any, None]) -> None:
-        """Run `chore` as a task, from a direct handler, which cannot wait."""
-        task = asyncio.get_running_loop().create_task(chore)
-        self._chores.add(task)
-        task.add_done_callback(self._chores.discard)
+            self._chores.start(stream._notify_peer(frames.ErrorCode.PROTOCOL, exc.detail))
 
     def _on_heartbeat(self, hb: frames.Heartbeat) -> None:
         now = time.monotonic()

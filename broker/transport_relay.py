@@ -316,20 +316,22 @@ class RelayServer(Endpoint):
             frame = frames.decode_frame(msg.data, self.config.max_frame_bytes)
         except FrameTooLargeError as exc:
             self.m.rejected("oversize")
-            self._spawn(self._refuse(msg, frames.ErrorCode.MALFORMED, str(exc)))
+            self._chores.start(self._refuse(msg, frames.ErrorCode.MALFORMED, str(exc)))
             return
         except MalformedFrameError as exc:
             self.m.rejected("malformed")
-            self._spawn(self._refuse(msg, frames.ErrorCode.MALFORMED, frames.clip(str(exc))))
+            self._chores.start(self._refuse(msg, frames.ErrorCode.MALFORMED, frames.clip(str(exc))))
             return
         self.m.frame("in", frames.frame_type(frame), len(msg.data))
         if not isinstance(frame, frames.Open):
             self.m.rejected("protocol")
-            self._spawn(self._refuse(msg, frames.ErrorCode.PROTOCOL, "expected an open frame"))
+            self._chores.start(
+                self._refuse(msg, frames.ErrorCode.PROTOCOL, "expected an open frame")
+            )
             return
         refusal = self._refusal(frame)
         if refusal is not None:
-            self._spawn(self._refuse(msg, *refusal))
+            self._chores.start(self._refuse(msg, *refusal))
             return
         stream = ServerStream(self, frame)
         self._register(stream)

@@ -29,7 +29,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import msgspec
@@ -43,7 +43,7 @@ from prometheus_client import CollectorRegistry
 
 from broker import subjects
 from broker.nats_client import subscribe_direct
-from broker.tasks import cancel_and_wait
+from broker.tasks import Chores, cancel_and_wait
 from domain import codec
 from domain.errors import MalformedEventError
 from projections.errors import LogPositionError, ModelFailedError
@@ -257,7 +257,7 @@ class _Follower:
             if len(self.partial) >= runner.batch_size:
                 self.flush()
         if self.pull_remaining <= 0:
-            runner._spawn(self.pull_ended())
+            runner._chores.start(self.pull_ended())
 
     def on_status(self, status: str, description: str) -> None:
         if status == "100":
@@ -269,7 +269,7 @@ class _Follower:
             # the pull ended (expired) with everything available delivered
             self.flush()
             self.mark_head(self.runner.clock(), self.accepted)
-            self.runner._spawn(self.pull_ended())
+            self.runner._chores.start(self.pull_ended())
             return
         if status == "409" and "Consumer Deleted" in description:
             self.fail("consumer-deleted", description)
@@ -280,7 +280,7 @@ class _Follower:
                 "pull ended by server",
                 extra={"projection": self.runner.name, "stream": self.stream, "why": description},
             )
-            self.runner._spawn(self.pull_ended())
+            self.runner._chores.start(self.pull_ended())
             return
         self.fail("status", f"{status} {description}".strip())
 
@@ -488,7 +488,8 @@ class ProjectionRunner:
             and linger_s <= 0
         )
         self._inline_failure: ModelFailedError | None = None
-        self._side_tasks: set[asyncio.Task[None]] = set()
+        self._chores = Chores(f"projection {name}")
+        """Pull requests started by the subscription's handler."""
         self._unsettled = False
         """Whether the model holds batches it was not told to settle."""
         self._last_handed = 0.0
@@ -624,7 +625,7 @@ class ProjectionRunner:
             self._stopping = True
             # the stopping flag ends the loops; a task that swallowed its cancellation is
             # cancelled again (exceptions: reported above or irrelevant once stopping)
-            await cancel_and_wait(*tasks, *self._side_tasks, every_s=1.0)
+            await cancel_and_wait(*tasks, *self._chores, every_s=1.0)
             for follower in self._followers.values():
                 await follower.close()
 
@@ -708,22 +709,7 @@ class ProjectionRunner:
                 return
         self._count_applied(follower, raws, len(records), malformed, unknown)
         if follower.pull_deferred and follower.room():
-            self._spawn(follower.pull())
-
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        """Run `work` (a pull request) as a task of this runner, cancelled when it stops."""
-        task = asyncio.get_running_loop().create_task(work)
-        self._side_tasks.add(task)
-        task.add_done_callback(self._side_task_done)
-
-    def _side_task_done(self, task: asyncio.Task[None]) -> None:
-        self._side_tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error(
-                "projection side task failed",
-                exc_info=task.exception(),
-                extra={"projection": self.name},
-            )
+            self._chores.start(follower.pull())
 
     async def _apply_raws(self, follower: _Follower, raws: list[_Raw]) -> None:
         records, malformed, unknown = self._decode(follower, raws)
