@@ -634,11 +634,9 @@ class ProjectionRunner:
     async def _apply_loop(self) -> None:
         followers = list(self._followers.values())
         while True:
-            if self._inline_failure is not None:
-                raise self._inline_failure
             if not self._unsettled:
                 await self._wake.wait()
-                if self._inline_failure is not None:
+                if self._inline_failure is not None:  # set by `_apply_inline`, which woke us
                     raise self._inline_failure
             else:
                 idle = self._last_handed + self.linger_s - self.clock()
