@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import ssl
+import subprocess
+import urllib.parse
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -399,3 +402,20 @@ async def test_two_simulators_in_one_process(tmp_path) -> None:
             assert code == 201
         assert one.store.get("/namespaces", ("", "only-in-a")) is not None
         assert two.store.get("/namespaces", ("", "only-in-a")) is None
+
+
+@pytest.mark.skipif(not shutil.which("openssl"), reason="needs the openssl CLI")
+@pytest.mark.parametrize(
+    "offer", ["TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384", "TLS_AES_256_GCM_SHA384"]
+)
+def test_tls13_suite_is_the_clients_first_choice(sim: Simulator, offer: str) -> None:
+    """As kube-apiserver (Go): kubectl's AES-128-GCM, not Python's preferred AES-256-GCM."""
+    hostport = urllib.parse.urlsplit(sim.url).netloc
+    out = subprocess.run(
+        ["openssl", "s_client", "-connect", hostport, "-brief", "-tls1_3", "-ciphersuites", offer],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert f"Ciphersuite: {offer.split(':')[0]}" in out.stdout + out.stderr, out
