@@ -384,8 +384,8 @@ async def stream(args: argparse.Namespace) -> dict[str, Any]:
                 d_rates, p_rates = [], []
                 d_cpu, p_cpu = top.cpu_meter(), top.cpu_meter()
                 size = 0
-                for i in range(3):
-                    progress(f"large list, round {i + 1}/3")
+                for i in range(args.rounds):
+                    progress(f"large list, round {i + 1}/{args.rounds}")
                     with d_cpu:
                         size, took = await _download(ds, top.direct_url + path, ssl=top.direct_ssl)
                     d_rates.append(size / took / 1e6)
@@ -398,7 +398,10 @@ async def stream(args: argparse.Namespace) -> dict[str, Any]:
                 result["list_ratio"] = round(
                     result["list_proxy_mb_s"] / result["list_direct_mb_s"], 3
                 )
-                listed_mb = 3 * size / 1e6
+                result["list_rounds_mb_s"] = [
+                    [round(d, 1), round(p, 1)] for d, p in zip(d_rates, p_rates, strict=True)
+                ]
+                listed_mb = args.rounds * size / 1e6
                 result["list_cpu_ms_per_mb"] = {
                     "direct": d_cpu.per_mb(listed_mb),
                     "proxied": p_cpu.per_mb(listed_mb),
@@ -411,13 +414,13 @@ async def stream(args: argparse.Namespace) -> dict[str, Any]:
                         streamed += got
                 result["edge_streamed_mb"] = round(streamed / 1e6)
                 result["edge_rss_growth_mb"] = round(rss.growth_mb, 1)
-            pf = await _port_forward_rates(top, args.pf_mb)
+            pf = await _port_forward_rates(top, args.pf_mb, args.rounds)
             result.update(pf)
     result["load_average_1m"] = round(os.getloadavg()[0], 2)
     return result
 
 
-async def _port_forward_rates(top: Topology, megabytes: int, rounds: int = 3) -> dict[str, Any]:
+async def _port_forward_rates(top: Topology, megabytes: int, rounds: int) -> dict[str, Any]:
     """MB/s of bytes pushed through `kubectl port-forward`, direct and through kubegate.
 
     Direct and proxied runs alternate and the medians are compared, as for the list: this
@@ -465,6 +468,13 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--object-kib", type=int, default=20)
     p.add_argument("--stream-mb", type=int, default=1000)
     p.add_argument("--pf-mb", type=int, default=200)
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=5,
+        help="direct/proxied pairs per figure (the medians are compared): this machine's "
+        "speed drifts by a quarter within minutes, so one pair says little",
+    )
     from ops import bench_revocation
 
     bench_revocation.add_parser(sub)

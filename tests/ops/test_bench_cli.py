@@ -48,7 +48,7 @@ def test_bench_revocation_counts_every_edge_and_relay_worker() -> None:
 def test_bench_stream_prints_rates_and_where_the_cpu_went() -> None:
     out = kubegate(
         "bench", "stream", "--json", "--objects", "20", "--object-kib", "4",
-        "--stream-mb", "1", "--pf-mb", "20",
+        "--stream-mb", "1", "--pf-mb", "20", "--rounds", "3",
         env={"KUBEGATE_KUBECTL": str(tools.kubectl_132())}, timeout=300,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
@@ -59,6 +59,8 @@ def test_bench_stream_prints_rates_and_where_the_cpu_went() -> None:
     rounds = figures["portforward_rounds_mb_s"]  # direct and proxied alternate, medians compared
     assert len(rounds) == 3 and all(d > 0 and p > 0 for d, p in rounds)
     assert figures["portforward_proxy_mb_s"] == sorted(p for _, p in rounds)[1]
+    listed = figures["list_rounds_mb_s"]
+    assert len(listed) == 3 and figures["list_direct_mb_s"] == sorted(d for d, _ in listed)[1]
     pf = figures["portforward_cpu_ms_per_mb"]
     # a proxied byte crosses the edge, nats-server and the relay; a direct one none of them
     assert {"edge", "nats", "relay", "kubectl", "sim"} <= set(pf["proxied"])
