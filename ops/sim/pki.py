@@ -146,8 +146,10 @@ class CertificateAuthority:
         key_file.chmod(0o600)
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        # kube-apiserver (Go) takes the TLS 1.3 suite the client lists first: AES-128-GCM for
-        # kubectl on AES hardware. Python's server order would make it AES-256-GCM.
+        # kube-apiserver (Go) gives kubectl AES-128-GCM on AES hardware (its own first choice,
+        # and kubectl's); Python's server order would make it AES-256-GCM. Python cannot
+        # reorder TLS 1.3 suites, so the simulator follows the client, which gives kubectl what
+        # a real cluster gives it (a Python client such as the relay keeps its AES-256-GCM).
         ctx.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
         ctx.load_cert_chain(cert_file, key_file)
         ctx.load_verify_locations(cadata=self.cert_pem.decode())

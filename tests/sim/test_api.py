@@ -409,7 +409,7 @@ async def test_two_simulators_in_one_process(tmp_path) -> None:
     "offer", ["TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384", "TLS_AES_256_GCM_SHA384"]
 )
 def test_tls13_suite_is_the_clients_first_choice(sim: Simulator, offer: str) -> None:
-    """As kube-apiserver (Go): kubectl's AES-128-GCM, not Python's preferred AES-256-GCM."""
+    """kubectl gets AES-128-GCM, as from kube-apiserver (Go), not Python's AES-256-GCM."""
     hostport = urllib.parse.urlsplit(sim.url).netloc
     out = subprocess.run(
         ["openssl", "s_client", "-connect", hostport, "-brief", "-tls1_3", "-ciphersuites", offer],
