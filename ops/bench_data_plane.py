@@ -460,6 +460,18 @@ async def _port_forward_rates(top: Topology, megabytes: int, rounds: int) -> dic
 RUNNERS: dict[str, Any] = {"latency": latency, "stream": stream}
 
 
+def _rounds(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(
+            f"rounds must be a whole number of at least 1, not {text!r}"
+        )
+    return n
+
+
 def add_parsers(sub: Any) -> None:
     p = sub.add_parser("latency", help="small GETs: direct vs through edge+NATS+relay")
     p.add_argument("--requests", type=int, default=2000)
@@ -470,7 +482,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--pf-mb", type=int, default=200)
     p.add_argument(
         "--rounds",
-        type=int,
+        type=_rounds,
         default=5,
         help="direct/proxied pairs per figure (the medians are compared): this machine's "
         "speed drifts by a quarter within minutes, so one pair says little",

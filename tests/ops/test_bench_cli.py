@@ -75,3 +75,9 @@ def test_bench_latency_prints_direct_and_proxied_percentiles() -> None:
     assert figures["requests"] == 100
     assert 0 < figures["direct_p50_ms"] <= figures["direct_p99_ms"]
     assert 0 < figures["proxy_p50_ms"] <= figures["proxy_p99_ms"]
+
+
+def test_bench_stream_refuses_zero_rounds_in_one_line() -> None:
+    out = kubegate("bench", "stream", "--rounds", "0", timeout=60)
+    assert out.returncode == 2
+    assert "rounds must be a whole number of at least 1, not '0'" in out.stderr
