@@ -674,7 +674,7 @@ class ProjectionRunner:
         return all(sum(map(len, f.ready)) < self.batch_size for f in followers)
 
     def _applies_inline(self) -> bool:
-        """Whether a batch may go to the model right where it arrived (see `inline`): only
+        """Whether a batch may go to the model right where it arrived (`applies_inline`): only
         while running, with nothing queued before it that the apply loop has yet to hand over.
         """
         return (
