@@ -10,17 +10,19 @@
   fewer copies of every byte) and parsed by `broker.nats_parser` (one copy per payload instead
   of three). Header blocks are split by `parse_header_lines`, nats-py's rules in a third of the
   time (every JetStream delivery has them: 3.7 -> 1.5 us for a control event's three headers).
+- `publish_parts_nowait` publishes from a protocol callback, without a task in between.
 - Direct subscriptions (`subscribe_direct`) call a synchronous handler as each message is
   parsed, instead of queueing it for the subscription's own task.
 
 Tests hold all of it to nats-py's bytes, calls and dicts. Since it leans on nats-py internals
 (`_send_publish`, `_ps`, `_parse_header_lines`, `_connect_to_server`, `_pending`,
-`_process_msg`, `_subs`, `_remove_sub`), pyproject pins nats-py to the minor release it was
-checked against.
+`_flush_queue`, `_flusher_task`, `_process_msg`, `_subs`, `_remove_sub`), pyproject pins
+nats-py to the minor release it was checked against.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -116,6 +118,47 @@ async def publish_parts(nc: Client, subject: str, parts: Sequence[Buffer]) -> No
         raise errors.OutboundBufferLimitError
     if size > nc._max_payload:
         raise errors.MaxPayloadError
+    _append_pub(nc, subject, parts, size)
+    if pending_cap > 0 and nc._pending_data_size > pending_cap:
+        await nc._flush_pending(force_flush=True)
+    if nc._flush_queue is not None and nc._flush_queue.empty():
+        await nc._flush_pending()
+
+
+def publish_parts_nowait(nc: Client, subject: str, messages: Sequence[Sequence[Buffer]]) -> bool:
+    """`publish_parts` of each of `messages` (each given as its parts), all of them or none,
+    without a suspension point: for callers in a protocol callback (bytes just read from a
+    socket) that would otherwise wake a task only to publish them.
+
+    Publishes only when nothing needs waiting for or reporting: connected, the flusher running,
+    room in the outbound list, every payload within the server's limit, the subject valid.
+    Otherwise returns False having done nothing, and the caller takes the awaitable path, which
+    waits or raises nats-py's error. The flusher is woken, not awaited, so messages published
+    in one turn of the event loop still leave in one write."""
+    queue, flusher = nc._flush_queue, nc._flusher_task
+    if not nc.is_connected or nc.is_draining_pubs or queue is None or queue.full():
+        return False
+    if flusher is None or flusher.done():
+        return False
+    sizes = [sum(map(len, parts)) for parts in messages]
+    pending_cap = nc._max_pending_size
+    if max(sizes, default=0) > nc._max_payload or (
+        pending_cap > 0 and nc._pending_data_size + sum(sizes) > pending_cap
+    ):
+        return False
+    if not nc._skip_subject_validation:
+        try:
+            _validate_subject(subject)
+        except errors.BadSubjectError:
+            return False
+    for parts, size in zip(messages, sizes, strict=True):
+        _append_pub(nc, subject, parts, size)
+    if queue.empty():
+        queue.put_nowait(asyncio.get_running_loop().create_future())
+    return True
+
+
+def _append_pub(nc: Client, subject: str, parts: Sequence[Buffer], size: int) -> None:
     nc.stats["out_msgs"] += 1
     nc.stats["out_bytes"] += size
     line = _pub_line(subject, "", size)
@@ -123,10 +166,6 @@ async def publish_parts(nc: Client, subject: str, parts: Sequence[Buffer]) -> No
     nc._pending.extend(parts)
     nc._pending.append(CRLF)
     nc._pending_data_size += len(line) + size + len(CRLF)
-    if pending_cap > 0 and nc._pending_data_size > pending_cap:
-        await nc._flush_pending(force_flush=True)
-    if nc._flush_queue is not None and nc._flush_queue.empty():
-        await nc._flush_pending()
 
 
 DirectHandler = Callable[[Msg], None]

@@ -67,6 +67,11 @@ class ClientStream(StreamBase):
         """Send request-body (or tunnel upstream) bytes; waits while the relay's credit is spent."""
         await self._send_data(data, frames.RequestChunk)
 
+    def send_nowait(self, data: bytes) -> bool:
+        """`send` all of `data` at once or nothing (False): no send under way, enough credit,
+        NATS ready. For a protocol callback; after a False, `send` it (order is kept)."""
+        return self._send_data_nowait(data, frames.RequestChunk)
+
     async def end_send(self) -> None:
         """No more request bytes (half-close); the response keeps coming."""
         await self._send_end()

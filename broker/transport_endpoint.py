@@ -39,7 +39,7 @@ from broker.errors import (
     StreamProtocolError,
     TransportClosedError,
 )
-from broker.nats_client import publish_parts, subscribe_direct
+from broker.nats_client import publish_parts, publish_parts_nowait, subscribe_direct
 from broker.nats_parser import Buffer
 from broker.tasks import Chores
 from broker.transport_config import TransportConfig
@@ -188,6 +188,17 @@ class Endpoint:
         except nats.errors.Error as exc:
             raise TransportClosedError(f"publish to {subject} failed: {exc!r}") from exc
         self.m.frame("out", frame_type, sum(map(len, parts)))
+
+    def _send_raw_nowait(
+        self, subject: str, messages: list[tuple[Buffer, ...]], frame_type: str
+    ) -> bool:
+        """`_send_raw` of each of `messages` (frames of one type, as parts), all of them or
+        none, without waiting: True if NATS took them at once (`publish_parts_nowait`)."""
+        if not publish_parts_nowait(self._nc, subject, messages):
+            return False
+        for parts in messages:
+            self.m.frame("out", frame_type, sum(map(len, parts)))
+        return True
 
     async def _publish(self, subject: str, frame: frames.Frame) -> None:
         data = frames.encode_frame(frame, self.config.max_frame_bytes)

@@ -108,6 +108,9 @@ class ServerStream(StreamBase):
             await self._send_accept()
         await super()._emit_parts(encode, force=force)
 
+    def _can_emit_now(self) -> bool:
+        return self._accept is None  # the Accept goes first, and sending it means waiting
+
     @property
     def cancelled(self) -> bool:
         """The stream was cancelled, aborted or lost; the handler should stop."""

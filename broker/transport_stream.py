@@ -96,6 +96,8 @@ class StreamBase:
         self._received = 0
         self._consumed = 0
         self._chunks: deque[bytes] = deque()
+        self._sink: Callable[[bytes], bool] | None = None
+        self._grant_tasks: set[asyncio.Task[None]] = set()
         self._readable = asyncio.Event()
         self._recv_ended = False
         self.bytes_received = 0
@@ -209,6 +211,56 @@ class StreamBase:
         except TransportClosedError as exc:
             self._lost_nats(exc)
 
+    def _can_emit_now(self) -> bool:
+        """Whether a frame may go out without waiting for anything this end owes first (the
+        relay's held Accept)."""
+        return True
+
+    def _emit_nowait(self, make: Callable[[int], frames.Frame]) -> bool:
+        """`_emit` without a suspension point, if NATS takes the frame at once; False (nothing
+        numbered, nothing sent) otherwise."""
+        if self._closed or not self._can_emit_now():
+            return False
+        frame = make(self._out_seq + 1)
+        data = frames.encode_frame(frame, self._ep.config.max_frame_bytes)
+        if not self._ep._send_raw_nowait(self._subject, [(data,)], frames.frame_type(frame)):
+            return False
+        self._out_seq += 1
+        return True
+
+    def _send_data_nowait(self, data: bytes, chunk: type[frames.DataFrame]) -> bool:
+        """Send all of `data` now, from a protocol callback, or nothing (False): the fast path
+        of a tunnel, which otherwise wakes a task per read only to publish what it read.
+
+        Only when no send is under way (the awaitable one keeps order), the credit covers all
+        of `data` and NATS takes every chunk at once. `data` must be bytes: chunks are views."""
+        n = len(data)
+        if (
+            not n
+            or n > self._credit
+            or self._send_lock.locked()
+            or self._closed
+            or self._send_closed
+            or not self._can_emit_now()
+        ):
+            return False
+        config = self._ep.config
+        tag = chunk.__struct_config__.tag
+        view = memoryview(data)
+        messages = []
+        for seq, at in enumerate(range(0, n, config.chunk_size), self._out_seq + 1):
+            piece = view[at : at + config.chunk_size]
+            head = frames.data_frame_head(chunk, seq, len(piece))
+            if len(head) + len(piece) > config.max_frame_bytes:
+                raise FrameTooLargeError(len(head) + len(piece), config.max_frame_bytes, tag)
+            messages.append((head, piece))
+        if not self._ep._send_raw_nowait(self._subject, messages, tag):
+            return False
+        self._out_seq += len(messages)
+        self._credit -= n
+        self.bytes_sent += n
+        return True
+
     def _lost_nats(self, exc: TransportClosedError) -> NoReturn:
         failure = StreamClosedError(self.id, f"NATS connection lost: {exc}")
         self._fail(failure, "transport")
@@ -278,9 +330,23 @@ class StreamBase:
             )
         self._received += n
         self.bytes_received += n
-        if n:
-            self._chunks.append(data)
-            self._readable.set()
+        if not n:
+            return
+        if self._sink is not None and not self._chunks and self._sink(data):
+            self._consumed += n
+            self._grant_now()
+            return
+        self._chunks.append(data)
+        self._readable.set()
+
+    def set_sink(self, sink: Callable[[bytes], bool] | None) -> None:
+        """Offer received data to `sink` as it arrives, before it is queued for `read`: the
+        fast path of a tunnel, which otherwise wakes a task per frame only to write the bytes
+        to a socket. `sink(data)` returns True if it took the data (written on, so read and
+        credited at once) or False if it cannot now (its socket is full): the data is then
+        queued, and so is everything after it until a reader has emptied the queue, so the
+        order holds. The reader still sees the end and the stream's failure."""
+        self._sink = sink
 
     def _on_end(self) -> None:
         if self._recv_ended:
@@ -313,11 +379,28 @@ class StreamBase:
 
     async def _maybe_grant(self) -> None:
         """Top the peer's credit back up to a full window once half of it was read."""
-        if self._closed or self._recv_ended or self.remote_peer is None:
+        grant = self._next_grant()
+        if grant:
+            await self._send_grant(grant)
+
+    def _grant_now(self) -> None:
+        """`_maybe_grant` from a callback: the grant goes now if NATS takes it at once, else
+        from a task."""
+        grant = self._next_grant()
+        if not grant or self._emit_nowait(lambda seq: frames.Window(seq=seq, credit=grant)):
             return
+        task = asyncio.get_running_loop().create_task(self._send_grant(grant))
+        self._grant_tasks.add(task)
+        task.add_done_callback(self._grant_tasks.discard)
+
+    def _next_grant(self) -> int:
+        """The credit to grant now (booked as granted), or 0 while more than half the window
+        is still outstanding."""
+        if self._closed or self._recv_ended or self.remote_peer is None:
+            return 0
         outstanding = self._granted - self._consumed
         if outstanding > self._window // 2:
-            return
+            return 0
         now = time.monotonic()
         if self._window < self._max_window and now - self._last_grant < self._grow_within:
             # Half a window read this fast: the round trip of a grant, not the consumer, would
@@ -326,6 +409,9 @@ class StreamBase:
         self._last_grant = now
         grant = self._consumed + self._window - self._granted
         self._granted += grant
+        return grant
+
+    async def _send_grant(self, grant: int) -> None:
         try:
             await self._emit(lambda seq: frames.Window(seq=seq, credit=grant))
         except StreamError:

@@ -379,6 +379,15 @@ class KubeProxy:
         tunnel = await resp.upgrade(out_headers)
         live._on_cut.append(tunnel.close)
         recorder = self._recorder(live, req, out_headers)
+
+        def forward(data: bytes) -> bool:
+            if not stream.send_nowait(data):
+                return False
+            if recorder is not None:
+                recorder.client(data)
+            return True
+
+        tunnel.forward(forward)
         up = asyncio.ensure_future(_tunnel_up(tunnel, stream, recorder))
         ended_by = "complete"
         try:

@@ -216,6 +216,7 @@ class RelayAgent:
                 log.info("tunnel upstream write failed", extra={"error": str(exc)})
                 await conn.close()
 
+        stream.set_sink(conn.write_nowait)
         upward = asyncio.create_task(up(), name=f"kubegate-relay-up-{stream.id}")
         try:
             while True:

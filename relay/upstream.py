@@ -83,6 +83,15 @@ class UpgradedConnection:
         self._writer.write(data)
         await self._writer.drain()
 
+    def write_nowait(self, data: bytes) -> bool:
+        """Write `data` if the connection takes it without `drain` having to wait (its transport
+        is not holding back a backlog); False, writing nothing, otherwise."""
+        transport = self._writer.transport
+        if transport.is_closing() or _writing_paused(self._writer):
+            return False
+        transport.write(data)
+        return True
+
     def write_eof(self) -> None:
         """Half-close towards the API server where the transport can (not over TLS)."""
         with contextlib.suppress(OSError, RuntimeError, NotImplementedError):
@@ -93,6 +102,13 @@ class UpgradedConnection:
         self._writer.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._writer.wait_closed(), 2.0)
+
+
+def _writing_paused(writer: asyncio.StreamWriter) -> bool:
+    """True while the transport has asked the writer's protocol to pause: what `drain` waits on.
+    asyncio keeps it in its flow-control mixin's `_paused` (3.4 on); if that is ever missing, this
+    says paused, and writers take the waiting path."""
+    return bool(getattr(writer._protocol, "_paused", True))  # type: ignore[attr-defined]
 
 
 class _ResponseHead:

@@ -30,6 +30,7 @@ from broker.nats_client import (
     parse_header_lines,
     pub_command,
     publish_parts,
+    publish_parts_nowait,
     subscribe_direct,
 )
 from tests.support import eventually
@@ -341,6 +342,62 @@ async def test_parts_that_cannot_be_published_raise_nats_py_errors(nats_url: str
     await client.close()
     with pytest.raises(ConnectionClosedError):
         await publish_parts(client, "parser.closed", [b"x"])
+
+
+async def test_parts_published_without_waiting_arrive_in_order_with_the_others(
+    nats_url: str,
+) -> None:
+    stock_client = await nats.connect(nats_url)
+    ours = await connect(nats_url, name="t-parts-nowait")
+    try:
+        sub = await stock_client.subscribe("parser.nowait")
+        await stock_client.flush()
+        sent = []
+        for i in range(30):
+            body = os.urandom(i * 997)
+            if i % 3:
+                # one call, two messages: both go out, back to back
+                assert publish_parts_nowait(
+                    ours, "parser.nowait", [[b"a", body[:5], body[5:]], [body, b"z"]]
+                )
+                sent += [b"a" + body, body + b"z"]
+            else:
+                await publish_parts(ours, "parser.nowait", [body])
+                sent.append(body)
+        got = [(await sub.next_msg(timeout=10)).data for _ in sent]
+        assert got == sent
+        assert ours.stats["out_msgs"] == len(sent)
+    finally:
+        await ours.close()
+        await stock_client.close()
+
+
+async def test_parts_that_need_waiting_or_an_error_are_not_published_without_waiting(
+    nats_url: str,
+) -> None:
+    """All or nothing: a refused call leaves nothing behind, and the awaitable path gives the
+    waiting or the error."""
+    stock_client = await nats.connect(nats_url)
+    client = await connect(nats_url, name="t-parts-nowait-refused")
+    sub = await stock_client.subscribe("parser.refused")
+    await stock_client.flush()
+    try:
+        assert not publish_parts_nowait(client, "bad subject", [[b"x"]])
+        # one message of two over the server's 1 MiB limit: neither goes
+        assert not publish_parts_nowait(client, "parser.refused", [[b"x"], [BIG, BIG, BIG, BIG]])
+        # more than the outbound list may hold
+        cap = client._max_pending_size
+        assert not publish_parts_nowait(client, "parser.refused", [[BIG]] * (cap // len(BIG) + 1))
+        assert client._pending_data_size == 0
+        assert client.stats["out_msgs"] == 0
+        assert publish_parts_nowait(client, "parser.refused", [[b"last"]])
+        assert (await sub.next_msg(timeout=10)).data == b"last"
+        with pytest.raises(TimeoutError):
+            await sub.next_msg(timeout=0.3)
+    finally:
+        await client.close()
+        await stock_client.close()
+    assert not publish_parts_nowait(client, "parser.refused", [[b"closed"]])
 
 
 async def test_direct_handlers_get_every_message_in_order_as_it_is_parsed(nats_url: str) -> None:

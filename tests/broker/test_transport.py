@@ -351,6 +351,99 @@ async def test_tunnel_after_101_carries_bytes_both_ways(rig: Rig) -> None:
     assert await read_all(stream) == b"bye"
 
 
+async def test_send_nowait_sends_all_within_credit_or_nothing_and_keeps_order(rig: Rig) -> None:
+    got = bytearray()
+
+    async def collect(stream: ServerStream) -> None:
+        await stream.send_head(101, [("Upgrade", "SPDY/3.1")])
+        async for chunk in stream.request_body():
+            got.extend(chunk)
+        await stream.end()
+
+    chunked = TransportConfig(
+        heartbeat_interval=0.2, dead_after=1.0, window=256 * 1024, max_window=256 * 1024,
+        chunk_size=32 * 1024,
+    )  # fmt: skip
+    await rig.relay(collect, chunked)
+    edge, _ = await rig.edge(chunked)
+    stream = await rig.open(edge, method="POST", headers=[("Upgrade", "SPDY/3.1")])
+    assert (await stream.response_head()).status == 101
+    await eventually(lambda: stream._credit == chunked.window, "the whole window granted")
+    sent = [os.urandom(100_000)]  # more than a chunk: it goes as several frames
+    assert stream.send_nowait(sent[-1])
+    assert stream._credit == chunked.window - 100_000
+    assert not stream.send_nowait(os.urandom(chunked.window))  # more than the credit left
+    assert stream._credit == chunked.window - 100_000  # nothing of it went
+    # While a send waits for credit (holding the stream's send turn), nothing jumps ahead.
+    sent.append(os.urandom(2 * MiB))
+    waiting = asyncio.create_task(stream.send(sent[-1]))
+    await asyncio.sleep(0)  # it takes the send turn, uses the credit and waits for more
+    assert stream._send_lock.locked()
+    assert not stream.send_nowait(b"must wait")
+    await guarded(waiting)
+    await eventually(lambda: stream._credit >= 10, "credit again")
+    async with stream._send_lock:  # a send under way, between two of its frames
+        assert not stream.send_nowait(b"must wait too")
+    sent.append(b"after")
+    assert stream.send_nowait(sent[-1])
+    await stream.end_send()
+    assert not stream.send_nowait(b"after the end")
+    assert await read_all(stream) == b""
+    assert bytes(got) == b"".join(sent)
+    out = sample(
+        rig.registry, "kubegate_transport_frames_total", role="edge", direction="out", type="req"
+    )
+    assert out >= 4 + 2 * MiB // chunked.chunk_size  # 100 000 bytes were 4 frames
+
+
+async def test_a_sink_takes_what_arrives_and_what_it_refuses_is_read_in_order(rig: Rig) -> None:
+    taking = True
+    sunk: list[bytes] = []
+    order: list[tuple[str, bytes]] = []
+    stop = asyncio.Event()
+
+    def sink(data: bytes) -> bool:
+        if taking:
+            sunk.append(data)
+            order.append(("sink", data))
+        return taking
+
+    relay_end: list[ServerStream] = []
+
+    async def handler(stream: ServerStream) -> None:
+        relay_end.append(stream)
+        stream.set_sink(sink)
+        await stream.send_head(101, [("Upgrade", "SPDY/3.1")])
+        await stop.wait()  # reads nothing meanwhile: only the sink can take bytes
+        async for chunk in stream.request_body():
+            order.append(("read", chunk))
+        await stream.end()
+
+    await rig.relay(handler, FIXED)
+    edge, _ = await rig.edge(FIXED)
+    stream = await rig.open(edge, method="POST", headers=[("Upgrade", "SPDY/3.1")])
+    assert (await stream.response_head()).status == 101
+    # 16 windows' worth with nobody reading: the sink's bytes count as read and are credited
+    first = os.urandom(16 * FIXED.window)
+    await guarded(stream.send(first))
+    await eventually(lambda: sum(map(len, sunk)) == len(first), "all of it sunk")
+    taking = False  # now it refuses: bytes queue up (and wait for a reader) ...
+    second = os.urandom(FIXED.window // 2)
+    await guarded(stream.send(second))
+    await asyncio.sleep(0.2)
+    assert sum(map(len, sunk)) == len(first)
+    taking = True  # ... and keep their place even once the sink would take more
+    third = b"third"
+    await guarded(stream.send(third))
+    total = len(first) + len(second) + len(third)
+    await eventually(lambda: relay_end[0].bytes_received == total, "all of it at the relay")
+    await stream.end_send()
+    stop.set()
+    assert await read_all(stream) == b""
+    assert b"".join(d for _, d in order) == first + second + third
+    assert b"".join(d for who, d in order if who == "read") == second + third
+
+
 async def test_metrics_account_for_every_stream_and_frame(rig: Rig) -> None:
     await rig.relay(echo)
     edge, _ = await rig.edge()

@@ -10,6 +10,7 @@ import pytest
 
 from edge.http1 import Http1Server, Limits, Request, Response
 from tests.edge.conftest import Pki
+from tests.support import eventually
 
 
 async def _raw(port: int, ctx: ssl.SSLContext, data: bytes):
@@ -174,6 +175,62 @@ async def test_upgrade_carries_raw_bytes_both_ways(pki: Pki) -> None:
         got = await reader.readexactly(2 + 4 + 18)
         assert got == b"<\x80\x03\x00\x01GET / HTTP/1.1\r\n\r\n>"
         writer.close()
+    finally:
+        await server.stop()
+
+
+async def test_a_tunnel_forwards_what_its_sink_takes_and_queues_the_rest_in_order(
+    pki: Pki,
+) -> None:
+    taking = True
+    order: list[tuple[str, bytes]] = []
+    reading = asyncio.Event()
+    tunnels = []
+
+    def sink(data: bytes) -> bool:
+        if taking:
+            order.append(("sink", data))
+        return taking
+
+    async def handler(req: Request, resp: Response) -> None:
+        tunnel = await resp.upgrade([("Upgrade", req.header("upgrade"))])
+        tunnels.append(tunnel)
+        tunnel.forward(sink)
+        await reading.wait()
+        while sum(len(d) for w, d in order if w == "read") < 1010:
+            order.append(("read", await tunnel.read()))
+        await tunnel.write(b"done")
+        tunnel.close()
+
+    server = Http1Server(handler, ssl_context=pki.server_context())
+    port = await server.start()
+    try:
+        head = b"POST /x HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\r\n"
+        reader, writer = await _raw(port, pki.client_context(), head)
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101 ")
+
+        async def send(data: bytes, total: int) -> None:
+            writer.write(data)
+            await writer.drain()
+            await eventually(lambda: tunnels[0].bytes_in + buffered() == total, "bytes in")
+
+        def buffered() -> int:
+            return tunnels[0]._incoming.buffered_bytes
+
+        await eventually(lambda: tunnels, "the upgrade")
+        await send(b"a" * 100_000, 100_000)
+        assert buffered() == 0  # all taken as it arrived
+        taking = False
+        await send(b"b" * 1000, 101_000)
+        assert buffered() == 1000
+        taking = True  # it would take again, but the queue goes first
+        await send(b"c" * 10, 101_010)
+        assert buffered() == 1010
+        reading.set()
+        assert await reader.read() == b"done"
+        assert b"".join(d for w, d in order if w == "sink") == b"a" * 100_000
+        assert b"".join(d for w, d in order if w == "read") == b"b" * 1000 + b"c" * 10
+        assert tunnels[0].bytes_in == 101_010
     finally:
         await server.stop()
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from aiohttp import web
 
-from relay.upstream import SMALL_BODY, Upstream
+from relay.upstream import SMALL_BODY, UpgradedConnection, Upstream
+from tests.support import eventually
 
 
 @asynccontextmanager
@@ -81,3 +84,39 @@ async def test_only_a_small_body_already_here_is_reported_complete() -> None:
                 await resp.close()
         finally:
             await upstream.close()
+
+
+async def test_a_tunnel_write_without_waiting_refuses_while_the_api_server_reads_nothing() -> None:
+    """`write_nowait` takes bytes only while `drain` would not wait: what the relay's tunnel
+    fast path writes can never pile up past the transport's limit."""
+    release = asyncio.Event()
+    received = bytearray()
+
+    async def api_server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await release.wait()
+        while data := await reader.read(1 << 20):
+            received.extend(data)
+        writer.close()
+
+    server = await asyncio.start_server(api_server, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    conn = UpgradedConnection(reader, writer, b"")
+    writer.transport.set_write_buffer_limits(high=64 * 1024)
+    block = os.urandom(32 * 1024)
+    taken = 0
+    while conn.write_nowait(block):  # until socket buffers and the transport's limit are full
+        taken += 1
+        assert taken < 10_000, "never refused"
+    assert writer.transport.get_write_buffer_size() > 64 * 1024
+    refused_at = writer.transport.get_write_buffer_size()
+    assert not conn.write_nowait(block)
+    assert writer.transport.get_write_buffer_size() == refused_at  # nothing taken
+    release.set()  # the server reads: writing resumes
+    await asyncio.wait_for(writer.drain(), 30)
+    assert conn.write_nowait(b"end")
+    writer.write_eof()
+    await eventually(lambda: len(received) == taken * len(block) + 3, "all of it received")
+    assert bytes(received) == block * taken + b"end"
+    await conn.close()
+    server.close()
