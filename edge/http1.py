@@ -26,6 +26,8 @@ from typing import Any, cast
 
 import httptools
 
+from broker.tls_objects import FastSSLObject
+
 log = logging.getLogger("kubegate.edge.http1")
 
 Headers = list[tuple[str, str]]
@@ -576,7 +578,7 @@ async def _plain_error(_req: Request, resp: Response, exc: HttpError) -> None:
     await resp.send(exc.status, (exc.message + "\n").encode(), "text/plain; charset=utf-8")
 
 
-class AlertingSSLObject(ssl.SSLObject):
+class AlertingSSLObject(FastSSLObject):
     """Server TLS whose failed handshake reports its error one step late, so the alert
     OpenSSL wrote reaches the client first.
 

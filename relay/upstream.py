@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import httptools
 
+from broker.tls_objects import FastSSLObject
 from relay.errors import UpstreamError
 
 Headers = list[tuple[str, str]]
@@ -147,6 +148,7 @@ def client_ssl_context(
     if not strict:
         ctx.verify_flags &= ~ssl.VERIFY_X509_STRICT
     ctx.set_alpn_protocols(["http/1.1"])
+    ctx.sslobject_class = FastSSLObject
     return ctx
 
 
