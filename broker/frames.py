@@ -113,14 +113,17 @@ class RequestChunk(_Frame, tag="req", kw_only=True):
     """Edge -> relay: request body bytes (after a 101: the tunnel's upstream)."""
 
     seq: Seq
-    data: bytes
+    data: memoryview
+    """Decoded as a view of the received message, not a copy (see `DataFrame`); any bytes
+    when sending."""
 
 
 class ResponseChunk(_Frame, tag="resp", kw_only=True):
     """Relay -> edge: response body bytes (after a 101: the tunnel's downstream)."""
 
     seq: Seq
-    data: bytes
+    data: memoryview
+    """As `RequestChunk.data`."""
 
 
 class End(_Frame, tag="end", kw_only=True):
@@ -204,6 +207,9 @@ def encode_frame(
 
 
 DataFrame = RequestChunk | ResponseChunk
+"""The frames that carry a stream's bytes. Their `data` decodes as a memoryview of the message
+it came in: a chunk a sink writes on at once (a tunnel's socket) is never copied, and one that
+waits for a reader is copied once, into bytes, when queued."""
 _EMPTY_BIN = b"\xc4\x00"
 _BIN8, _BIN16, _BIN32 = struct.Struct(">BB"), struct.Struct(">BH"), struct.Struct(">BI")
 

@@ -96,7 +96,7 @@ class StreamBase:
         self._received = 0
         self._consumed = 0
         self._chunks: deque[bytes] = deque()
-        self._sink: Callable[[bytes], bool] | None = None
+        self._sink: Callable[[Buffer], bool] | None = None
         self._grant_tasks: set[asyncio.Task[None]] = set()
         self._readable = asyncio.Event()
         self._recv_ended = False
@@ -320,7 +320,7 @@ class StreamBase:
         self._credit += credit
         self._credit_changed.set()
 
-    def _on_data(self, data: bytes) -> None:
+    def _on_data(self, data: Buffer) -> None:
         if self._recv_ended:
             raise StreamProtocolError(self.id, "data after end")
         n = len(data)
@@ -336,10 +336,11 @@ class StreamBase:
             self._consumed += n
             self._grant_now()
             return
-        self._chunks.append(data)
+        # readers get bytes; and a view would keep the whole message it came in alive
+        self._chunks.append(data if type(data) is bytes else bytes(data))
         self._readable.set()
 
-    def set_sink(self, sink: Callable[[bytes], bool] | None) -> None:
+    def set_sink(self, sink: Callable[[Buffer], bool] | None) -> None:
         """Offer received data to `sink` as it arrives, before it is queued for `read`: the
         fast path of a tunnel, which otherwise wakes a task per frame only to write the bytes
         to a socket. `sink(data)` returns True if it took the data (written on, so read and

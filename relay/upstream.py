@@ -84,7 +84,7 @@ class UpgradedConnection:
         self._writer.write(data)
         await self._writer.drain()
 
-    def write_nowait(self, data: bytes) -> bool:
+    def write_nowait(self, data: bytes | memoryview) -> bool:
         """Write `data` if the connection takes it without `drain` having to wait (its transport
         is not holding back a backlog); False, writing nothing, otherwise."""
         transport = self._writer.transport

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import msgspec
 import pytest
 from hypothesis import given
@@ -164,3 +166,16 @@ def test_a_data_frame_is_its_head_then_its_data(cls: type, seq: int, size: int) 
     encoded = frames.encode_frame(cls(seq=seq, data=data), max_bytes=1 << 20)
     assert frames.data_frame_head(cls, seq, size) + data == encoded
     assert frames.decode_frame(encoded, max_bytes=1 << 20) == cls(seq=seq, data=data)
+
+
+def test_a_data_frame_decodes_to_a_view_of_the_message_not_a_copy() -> None:
+    for cls in (frames.RequestChunk, frames.ResponseChunk):
+        payload = os.urandom(70_000)
+        message = frames.encode_frame(cls(seq=3, data=payload))
+        frame = frames.decode_frame(message)
+        assert isinstance(frame, cls) and frame.seq == 3
+        assert isinstance(frame.data, memoryview)
+        assert frame.data.obj is message  # the message's own bytes
+        assert frame.data == payload
+        # and it goes out again as the same bytes (a relay passing a chunk on)
+        assert frames.encode_frame(cls(seq=3, data=frame.data)) == message
