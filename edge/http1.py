@@ -26,6 +26,7 @@ from typing import Any, cast
 
 import httptools
 
+from broker.nats_parser import Buffer
 from broker.tls_objects import FastSSLObject
 
 log = logging.getLogger("kubegate.edge.http1")
@@ -239,6 +240,17 @@ class Response:
         if not more or self._held_bytes >= HOLD_LIMIT:
             await self.flush()
 
+    def write_nowait(self, data: Buffer) -> bool:
+        """`write(data)` if it can happen at once (nothing held back, the client reading); False,
+        writing nothing, otherwise. For a callback that has the bytes in hand."""
+        if not self.started or self.finished or self._held or not data:
+            return False
+        framed = b"%x\r\n%b\r\n" % (len(data), data) if self._chunked else data
+        if not self._conn.write_nowait(framed):
+            return False
+        self.bytes_out += len(data)
+        return True
+
     async def flush(self) -> None:
         """Send whatever `start(hold=True)` or `write(more=True)` held back."""
         if not self._held:
@@ -307,6 +319,14 @@ class Tunnel:
     async def write(self, data: bytes) -> None:
         self._response.bytes_out += len(data)
         await self._conn.write(data)
+
+    def write_nowait(self, data: Buffer) -> bool:
+        """`write(data)` if the client is reading (it would not wait); False, writing nothing,
+        otherwise."""
+        if not self._conn.write_nowait(data):
+            return False
+        self._response.bytes_out += len(data)
+        return True
 
     def close(self) -> None:
         self._conn.close()
@@ -485,6 +505,14 @@ class _Connection(asyncio.Protocol):
             waiter = asyncio.get_running_loop().create_future()
             self._drain_waiters.append(waiter)
             await waiter
+
+    def write_nowait(self, data: Buffer) -> bool:
+        """Write `data` unless `write` would have to wait (the client is not reading, or the
+        connection closed): then False, and nothing is written."""
+        if self._write_paused or self.transport is None or self.transport.is_closing():
+            return False
+        self.transport.write(data)
+        return True
 
     def switch_to_raw(self, request: Request) -> None:
         self._raw = request.body

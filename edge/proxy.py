@@ -21,6 +21,7 @@ from typing import Protocol
 from urllib.parse import unquote
 
 from broker import errors as berr
+from broker.nats_parser import Buffer
 from broker.transport import ClientStream, EdgeClient
 from domain import events
 from domain.policy.attributes import RequestAttributes, attributes_from_http
@@ -36,6 +37,10 @@ from edge.status import status_body, warning_header
 log = logging.getLogger("kubegate.edge.proxy")
 
 JSON = "application/json"
+DIRECT_WRITE = 16 * 1024
+"""Response chunks at least this large go to the client from the NATS callback that brought
+them (no task in between); smaller ones (watch events) wait for the response task, which sends
+several that arrived together in one write."""
 
 
 class PolicySource(Protocol):
@@ -323,6 +328,9 @@ class KubeProxy:
                 content_length=hdr.content_length(head.headers),
                 hold=stream.ready,  # a small answer already here leaves in one write
             )
+            # Bulk chunks go to the client as they arrive; small ones (watch events) queue, so
+            # several that arrive together leave in one write.
+            stream.set_sink(lambda chunk: len(chunk) >= DIRECT_WRITE and resp.write_nowait(chunk))
             ended_by = "complete"
             try:
                 async for chunk in stream:
@@ -388,6 +396,15 @@ class KubeProxy:
             return True
 
         tunnel.forward(forward)
+
+        def deliver(data: Buffer) -> bool:
+            if not tunnel.write_nowait(data):
+                return False
+            if recorder is not None:
+                recorder.server(data)
+            return True
+
+        stream.set_sink(deliver)
         up = asyncio.ensure_future(_tunnel_up(tunnel, stream, recorder))
         ended_by = "complete"
         try:

@@ -199,7 +199,7 @@ async def test_a_tunnel_forwards_what_its_sink_takes_and_queues_the_rest_in_orde
         await reading.wait()
         while sum(len(d) for w, d in order if w == "read") < 1010:
             order.append(("read", await tunnel.read()))
-        await tunnel.write(b"done")
+        assert tunnel.write_nowait(memoryview(b"done"))  # the client reads: no waiting
         tunnel.close()
 
     server = Http1Server(handler, ssl_context=pki.server_context())
@@ -231,6 +231,55 @@ async def test_a_tunnel_forwards_what_its_sink_takes_and_queues_the_rest_in_orde
         assert b"".join(d for w, d in order if w == "sink") == b"a" * 100_000
         assert b"".join(d for w, d in order if w == "read") == b"b" * 1000 + b"c" * 10
         assert tunnels[0].bytes_in == 101_010
+        assert tunnels[0]._response.bytes_out == 4
+    finally:
+        await server.stop()
+
+
+async def test_writes_without_waiting_frame_like_write_and_refuse_when_they_would_wait(
+    pki: Pki,
+) -> None:
+    outcomes: list[object] = []
+    reader_paused = asyncio.Event()
+
+    async def handler(req: Request, resp: Response) -> None:
+        outcomes.append(resp.write_nowait(b"before start"))
+        await resp.start(200, [("Content-Type", "text/plain")], hold=True)
+        outcomes.append(resp.write_nowait(b"while the head is held"))
+        await resp.write(b"first,")
+        outcomes.append(resp.write_nowait(memoryview(b"second,")))
+        await reader_paused.wait()  # the client stopped reading: fill until refused
+        block, n = b"x" * 65536, 0
+        while resp.write_nowait(block):
+            n += 1
+            assert n < 10_000, "never refused"
+        outcomes.append(n)
+        await resp.write(b"third")  # waits until the client reads again
+        await resp.finish()
+
+    server = Http1Server(handler, ssl_context=pki.server_context())
+    port = await server.start()
+    try:
+        reader, writer = await _raw(
+            port, pki.client_context(), b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert b"Transfer-Encoding: chunked" in head
+        reader_paused.set()
+        await eventually(lambda: len(outcomes) == 4, "the writes refused once the client stopped")
+        body = b""
+        while not body.endswith(b"0\r\n\r\n"):
+            body += await reader.read(1 << 20)
+        chunks, rest = [], body
+        while rest:
+            size, _, rest = rest.partition(b"\r\n")
+            chunks.append(rest[: int(size, 16)])
+            rest = rest[int(size, 16) + 2 :]
+        n = outcomes[3]
+        assert outcomes[:3] == [False, False, True]
+        assert isinstance(n, int) and n > 0
+        assert chunks == [b"first,", b"second,", *[b"x" * 65536] * n, b"third", b""]
+        writer.close()
     finally:
         await server.stop()
 
