@@ -388,23 +388,10 @@ class KubeProxy:
         live._on_cut.append(tunnel.close)
         recorder = self._recorder(live, req, out_headers)
 
-        def forward(data: bytes) -> bool:
-            if not stream.send_nowait(data):
-                return False
-            if recorder is not None:
-                recorder.client(data)
-            return True
-
-        tunnel.forward(forward)
-
-        def deliver(data: Buffer) -> bool:
-            if not tunnel.write_nowait(data):
-                return False
-            if recorder is not None:
-                recorder.server(data)
-            return True
-
-        stream.set_sink(deliver)
+        # Bytes cross from the callback that brought them when the other side takes them at
+        # once; exec/attach output and input are recorded as they go.
+        tunnel.forward(_then_record(stream.send_nowait, recorder and recorder.client))
+        stream.set_sink(_then_record(tunnel.write_nowait, recorder and recorder.server))
         up = asyncio.ensure_future(_tunnel_up(tunnel, stream, recorder))
         ended_by = "complete"
         try:
@@ -569,6 +556,21 @@ async def _cancel_when_client_leaves(resp: Response, stream: ClientStream) -> No
     even while the response is quiet and nothing is being written to notice it."""
     await resp.client_gone.wait()
     await stream.cancel("the client disconnected")
+
+
+def _then_record(
+    take: Callable[[Buffer], bool], record: Callable[[Buffer], None] | None
+) -> Callable[[Buffer], bool]:
+    """`take` (a write that may refuse, False), then `record` what it took, if recording."""
+
+    def both(data: Buffer) -> bool:
+        if not take(data):
+            return False
+        if record is not None:
+            record(data)
+        return True
+
+    return both
 
 
 async def _tunnel_up(
