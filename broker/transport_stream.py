@@ -97,7 +97,6 @@ class StreamBase:
         self._consumed = 0
         self._chunks: deque[bytes] = deque()
         self._sink: Callable[[Buffer], bool] | None = None
-        self._grant_tasks: set[asyncio.Task[None]] = set()
         self._readable = asyncio.Event()
         self._recv_ended = False
         self.bytes_received = 0
@@ -390,9 +389,7 @@ class StreamBase:
         grant = self._next_grant()
         if not grant or self._emit_nowait(lambda seq: frames.Window(seq=seq, credit=grant)):
             return
-        task = asyncio.get_running_loop().create_task(self._send_grant(grant))
-        self._grant_tasks.add(task)
-        task.add_done_callback(self._grant_tasks.discard)
+        self._ep._chores.start(self._send_grant(grant))
 
     def _next_grant(self) -> int:
         """The credit to grant now (booked as granted), or 0 while more than half the window

@@ -234,7 +234,7 @@ class Response:
             raise RuntimeError("write before start")
         if data:
             self.bytes_out += len(data)
-            framed = b"%x\r\n%b\r\n" % (len(data), data) if self._chunked else data
+            framed = self._framed(data)
             self._held.append(framed)
             self._held_bytes += len(framed)
         if not more or self._held_bytes >= HOLD_LIMIT:
@@ -245,11 +245,14 @@ class Response:
         writing nothing, otherwise. For a callback that has the bytes in hand."""
         if not self.started or self.finished or self._held or not data:
             return False
-        framed = b"%x\r\n%b\r\n" % (len(data), data) if self._chunked else data
-        if not self._conn.write_nowait(framed):
+        if not self._conn.write_nowait(self._framed(data)):
             return False
         self.bytes_out += len(data)
         return True
+
+    def _framed(self, data: Buffer) -> bytes | Buffer:
+        """Body bytes as they go on the wire: one HTTP chunk, or as they are with a length."""
+        return b"%x\r\n%b\r\n" % (len(data), data) if self._chunked else data
 
     async def flush(self) -> None:
         """Send whatever `start(hold=True)` or `write(more=True)` held back."""
