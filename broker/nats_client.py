@@ -11,12 +11,13 @@
   of three). Header blocks are split by `parse_header_lines`, nats-py's rules in a third of the
   time (every JetStream delivery has them: 3.7 -> 1.5 us for a control event's three headers).
 - `publish_parts_nowait` publishes from a protocol callback, without a task in between.
+- `flush()` writes what is still buffered before its PING (nats-py lets the PING overtake it).
 - Direct subscriptions (`subscribe_direct`) call a synchronous handler as each message is
   parsed, instead of queueing it for the subscription's own task.
 
 Tests hold all of it to nats-py's bytes, calls and dicts. Since it leans on nats-py internals
-(`_send_publish`, `_ps`, `_parse_header_lines`, `_connect_to_server`, `_pending`,
-`_flush_queue`, `_flusher_task`, `_process_msg`, `_subs`, `_remove_sub`), pyproject pins
+(`_send_publish`, `_send_ping`, `_ps`, `_parse_header_lines`, `_connect_to_server`,
+`_pending`, `_flush_queue`, `_flusher_task`, `_process_msg`, `_subs`, `_remove_sub`), pyproject pins
 nats-py to the minor release it was checked against.
 """
 
@@ -254,6 +255,19 @@ class NatsClient(Client):
         except Exception as exc:
             return exc
         return None
+
+    async def _send_ping(self, future: asyncio.Future | None = None) -> None:
+        """Commands still in the outbound buffer go out before the PING.
+
+        nats-py writes the PING straight to the socket, ahead of a SUB or PUB the flusher has
+        not written yet, so `subscribe(); flush()` could return before the server had the SUB:
+        a request from another connection then got no-responders (a relay joining its queue
+        group, a test's stand-in responder). `flush()` means "the server has what I sent"."""
+        if self._pending_data_size and self.is_connected and self._transport is not None:
+            self._transport.writelines(self._pending)
+            self._pending = []
+            self._pending_data_size = 0
+        await super()._send_ping(future)
 
     async def _connect_to_server(self, s: Any) -> None:
         """nats-py's, with `ChunkTransport` for TCP servers (WebSocket ones keep nats-py's)."""

@@ -152,6 +152,16 @@ class CuttableLink:
         self.thread.close()
 
 
+async def flushed(nc: Any) -> None:
+    """The server has everything `nc` sent, for nats-py's own client too.
+
+    nats-py's `flush()` writes its PING ahead of commands still buffered (kubegate's client
+    does not: `broker.nats_client.NatsClient._send_ping`), so one round trip can end before the
+    server has a SUB. The second PING leaves after the buffer did."""
+    await nc.flush()
+    await nc.flush()
+
+
 async def eventually(
     check: Callable[[], Any], what: str, within: float = 20.0, every: float = 0.05
 ) -> Any:

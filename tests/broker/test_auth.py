@@ -14,6 +14,7 @@ from broker.connection import connect
 from broker.server import EmbeddedNats
 from broker.streams import ensure_streams
 from projections.policy import PolicyProjection
+from tests.support import flushed
 
 
 @pytest.fixture
@@ -41,7 +42,7 @@ async def _violations(url: str, creds: Path, action) -> list[str]:
     nc = await nats.connect(url, error_cb=on_error, **auth.connect_options(str(creds)))
     try:
         await action(nc)
-        await nc.flush()
+        await flushed(nc)
         await asyncio.sleep(0.2)
     finally:
         await nc.close()

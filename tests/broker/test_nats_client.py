@@ -33,7 +33,7 @@ from broker.nats_client import (
     publish_parts_nowait,
     subscribe_direct,
 )
-from tests.support import eventually
+from tests.support import eventually, flushed
 
 BIG = os.urandom(300_000)
 """Longer than nats-py's 32 KiB reads, so a payload spans many of them."""
@@ -217,7 +217,7 @@ async def test_what_we_publish_reaches_a_stock_client(nats_url: str) -> None:
     stock_client = await nats.connect(nats_url)
     try:
         sub = await stock_client.subscribe("parser.pub")
-        await stock_client.flush()
+        await flushed(stock_client)
         sizes = (0, 1, 32768, 300_000, 1_000_000)
         bodies = [os.urandom(size) for size in sizes]
         for body in bodies:
@@ -312,12 +312,15 @@ async def test_parts_are_published_as_one_message(nats_url: str) -> None:
     ours = await connect(nats_url, name="t-parts")
     try:
         sub = await stock_client.subscribe("parser.parts")
-        await stock_client.flush()
+        await flushed(stock_client)
         sent = []
         for client in (ours, stock_client):  # it needs only nats-py's client, not ours
             for parts in ([b"head", memoryview(BIG)[5:70_000]], [b""], [b"a", b"", b"bc"]):
                 await publish_parts(client, "parser.parts", parts)
                 sent.append(b"".join(parts))
+            # Order holds within one connection only: let the server take this client's
+            # messages before the next connection (or the burst below) publishes.
+            await client.flush()
         # Interleaved with plain publishes from concurrent tasks: every message stays whole.
         bodies = [os.urandom(n) for n in range(0, 40_000, 997)]
         await asyncio.gather(
@@ -351,7 +354,7 @@ async def test_parts_published_without_waiting_arrive_in_order_with_the_others(
     ours = await connect(nats_url, name="t-parts-nowait")
     try:
         sub = await stock_client.subscribe("parser.nowait")
-        await stock_client.flush()
+        await flushed(stock_client)
         sent = []
         for i in range(30):
             body = os.urandom(i * 997)
@@ -380,7 +383,7 @@ async def test_parts_that_need_waiting_or_an_error_are_not_published_without_wai
     stock_client = await nats.connect(nats_url)
     client = await connect(nats_url, name="t-parts-nowait-refused")
     sub = await stock_client.subscribe("parser.refused")
-    await stock_client.flush()
+    await flushed(stock_client)
     try:
         assert not publish_parts_nowait(client, "bad subject", [[b"x"]])
         # one message of two over the server's 1 MiB limit: neither goes
@@ -469,10 +472,44 @@ async def test_on_a_stock_client_a_direct_handler_is_an_ordinary_callback(nats_u
     try:
         got: list[bytes] = []
         sub = await subscribe_direct(stock_client, "direct.stock", lambda m: got.append(m.data))
-        await stock_client.flush()
+        await flushed(stock_client)
         await stock_client.publish("direct.stock", b"a")
         await stock_client.publish("direct.stock", b"b")
         await eventually(lambda: got == [b"a", b"b"], "both messages")
         assert sub._wait_for_msgs_task is not None
     finally:
         await stock_client.close()
+
+
+async def test_flush_sends_what_is_buffered_before_its_ping() -> None:
+    """A scripted server records the commands in the order they arrive: the SUB a flush
+    follows must come first, or the server answers PONG before it has the subscription."""
+    received: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b'INFO {"server_id":"s","version":"2.10.0","headers":true,"proto":1}\r\n')
+        while line := await reader.readline():
+            received.append(line.split(b" ", 1)[0].strip())
+            if line.startswith(b"PING"):
+                writer.write(b"PONG\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    url = f"nats://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    stock_client = await nats.connect(url)
+    ours = await connect(url, name="t-flush-order")
+    try:
+        orders = []
+        for client in (stock_client, ours):
+            received.clear()
+            await client.subscribe("order.a")
+            await client.publish("order.b", b"x")
+            await client.flush(timeout=5)
+            await client.flush(timeout=5)
+            orders.append(list(received))
+        assert orders[0][0] == b"PING"  # nats-py's own order, which this client changes
+        assert orders[1] == [b"SUB", b"PUB", b"x", b"PING", b"PING"]  # "x": the payload line
+    finally:
+        await ours.close()
+        await stock_client.close()
+        server.close()
