@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import nats
@@ -212,12 +214,24 @@ async def test_activity_style_headers_are_nats_py_bytes() -> None:
         assert ours.startswith(b"HPUB kg.act.req.r1 _INBOX.a.7 ")
 
 
-async def test_what_we_publish_reaches_a_stock_client(nats_url: str) -> None:
-    ours = await connect(nats_url, name="t-ours")
+@asynccontextmanager
+async def _ours_and_a_stock_subscriber(
+    nats_url: str, subject: str, name: str
+) -> AsyncIterator[tuple[Client, Client, Any]]:
+    """Our client, nats-py's own, and its subscription to `subject`, which the server has."""
     stock_client = await nats.connect(nats_url)
+    ours = await connect(nats_url, name=name)
     try:
-        sub = await stock_client.subscribe("parser.pub")
+        sub = await stock_client.subscribe(subject)
         await flushed(stock_client)
+        yield ours, stock_client, sub
+    finally:
+        await ours.close()
+        await stock_client.close()
+
+
+async def test_what_we_publish_reaches_a_stock_client(nats_url: str) -> None:
+    async with _ours_and_a_stock_subscriber(nats_url, "parser.pub", "t-ours") as (ours, _, sub):
         sizes = (0, 1, 32768, 300_000, 1_000_000)
         bodies = [os.urandom(size) for size in sizes]
         for body in bodies:
@@ -228,9 +242,6 @@ async def test_what_we_publish_reaches_a_stock_client(nats_url: str) -> None:
             assert (msg.data, msg.reply) == (body, "parser.reply")
         msg = await sub.next_msg(timeout=10)
         assert msg.data == BIG and msg.headers == {"K": "v"}
-    finally:
-        await ours.close()
-        await stock_client.close()
 
 
 async def test_large_requests_with_headers_through_a_real_server(nats_url: str) -> None:
@@ -308,11 +319,8 @@ def test_names_with_any_kind_of_whitespace_are_skipped() -> None:
 
 
 async def test_parts_are_published_as_one_message(nats_url: str) -> None:
-    stock_client = await nats.connect(nats_url)
-    ours = await connect(nats_url, name="t-parts")
-    try:
-        sub = await stock_client.subscribe("parser.parts")
-        await flushed(stock_client)
+    subscribed = _ours_and_a_stock_subscriber(nats_url, "parser.parts", "t-parts")
+    async with subscribed as (ours, stock_client, sub):
         sent = []
         for client in (ours, stock_client):  # it needs only nats-py's client, not ours
             for parts in ([b"head", memoryview(BIG)[5:70_000]], [b""], [b"a", b"", b"bc"]):
@@ -331,9 +339,6 @@ async def test_parts_are_published_as_one_message(nats_url: str) -> None:
         assert got[: len(sent)] == sent
         assert sorted(got[len(sent) :]) == sorted(bodies * 2)
         assert ours.stats["out_msgs"] == 3 + 2 * len(bodies)
-    finally:
-        await ours.close()
-        await stock_client.close()
 
 
 async def test_parts_that_cannot_be_published_raise_nats_py_errors(nats_url: str) -> None:
@@ -350,11 +355,8 @@ async def test_parts_that_cannot_be_published_raise_nats_py_errors(nats_url: str
 async def test_parts_published_without_waiting_arrive_in_order_with_the_others(
     nats_url: str,
 ) -> None:
-    stock_client = await nats.connect(nats_url)
-    ours = await connect(nats_url, name="t-parts-nowait")
-    try:
-        sub = await stock_client.subscribe("parser.nowait")
-        await flushed(stock_client)
+    subscribed = _ours_and_a_stock_subscriber(nats_url, "parser.nowait", "t-parts-nowait")
+    async with subscribed as (ours, _, sub):
         sent = []
         for i in range(30):
             body = os.urandom(i * 997)
@@ -370,9 +372,6 @@ async def test_parts_published_without_waiting_arrive_in_order_with_the_others(
         got = [(await sub.next_msg(timeout=10)).data for _ in sent]
         assert got == sent
         assert ours.stats["out_msgs"] == len(sent)
-    finally:
-        await ours.close()
-        await stock_client.close()
 
 
 async def test_parts_that_need_waiting_or_an_error_are_not_published_without_waiting(
@@ -380,11 +379,8 @@ async def test_parts_that_need_waiting_or_an_error_are_not_published_without_wai
 ) -> None:
     """All or nothing: a refused call leaves nothing behind, and the awaitable path gives the
     waiting or the error."""
-    stock_client = await nats.connect(nats_url)
-    client = await connect(nats_url, name="t-parts-nowait-refused")
-    sub = await stock_client.subscribe("parser.refused")
-    await flushed(stock_client)
-    try:
+    subscribed = _ours_and_a_stock_subscriber(nats_url, "parser.refused", "t-refused")
+    async with subscribed as (client, _, sub):
         assert not publish_parts_nowait(client, "bad subject", [[b"x"]])
         # one message of two over the server's 1 MiB limit: neither goes
         assert not publish_parts_nowait(client, "parser.refused", [[b"x"], [BIG, BIG, BIG, BIG]])
@@ -397,9 +393,6 @@ async def test_parts_that_need_waiting_or_an_error_are_not_published_without_wai
         assert (await sub.next_msg(timeout=10)).data == b"last"
         with pytest.raises(TimeoutError):
             await sub.next_msg(timeout=0.3)
-    finally:
-        await client.close()
-        await stock_client.close()
     assert not publish_parts_nowait(client, "parser.refused", [[b"closed"]])
 
 
