@@ -26,13 +26,16 @@ import urllib.parse
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import yaml
 
 from broker.server import free_port
 from ops.bench_cpu import CpuMeter, child_pids
+
+if TYPE_CHECKING:
+    from ops.bench.floor_path import FloorPath
 from ops.client import AdminClient
 from ops.config import AdminConfig
 
@@ -414,14 +417,25 @@ async def stream(args: argparse.Namespace) -> dict[str, Any]:
                         streamed += got
                 result["edge_streamed_mb"] = round(streamed / 1e6)
                 result["edge_rss_growth_mb"] = round(rss.growth_mb, 1)
-            pf = await _port_forward_rates(top, args.pf_mb, args.rounds)
+            if args.floor:
+                from ops.bench.floor_path import floor_path
+
+                progress("starting the floor path (a minimal Python TLS-NATS-TLS pipe)")
+                sim_dir = top.sim_kubeconfig.parent
+                async with floor_path(top.base / "floor", sim_dir, top.sim_kubeconfig) as floor:
+                    pf = await _port_forward_rates(top, args.pf_mb, args.rounds, floor)
+            else:
+                pf = await _port_forward_rates(top, args.pf_mb, args.rounds)
             result.update(pf)
     result["load_average_1m"] = round(os.getloadavg()[0], 2)
     return result
 
 
-async def _port_forward_rates(top: Topology, megabytes: int, rounds: int) -> dict[str, Any]:
-    """MB/s of bytes pushed through `kubectl port-forward`, direct and through kubegate.
+async def _port_forward_rates(
+    top: Topology, megabytes: int, rounds: int, floor: FloorPath | None = None
+) -> dict[str, Any]:
+    """MB/s of bytes pushed through `kubectl port-forward`, direct and through kubegate (and
+    through the floor path, when given: see `ops.bench.floor_path`).
 
     Direct and proxied runs alternate and the medians are compared, as for the list: this
     machine's speed drifts by a quarter within minutes, which one run of each cannot tell from
@@ -429,7 +443,8 @@ async def _port_forward_rates(top: Topology, megabytes: int, rounds: int) -> dic
     from ops.bench_portforward import port_forward_rate
 
     d_cpu, p_cpu = top.cpu_meter(), top.cpu_meter()
-    direct, proxied = [], []
+    f_cpu = CpuMeter({"sim": top.sim.pid, **floor.pids}) if floor else None
+    direct, proxied, floored = [], [], []
     for i in range(rounds):
         progress(f"port-forward: {megabytes} MB direct and proxied, round {i + 1}/{rounds}")
         with d_cpu:
@@ -442,8 +457,15 @@ async def _port_forward_rates(top: Topology, megabytes: int, rounds: int) -> dic
             )
         p_cpu.add("kubectl", run.kubectl_cpu_s)
         proxied.append(run.mb_s)
+        if floor is not None and f_cpu is not None:
+            with f_cpu:
+                run = await port_forward_rate(
+                    floor.kubeconfig, None, megabytes, top.base / f"pff{i}"
+                )
+            f_cpu.add("kubectl", run.kubectl_cpu_s)
+            floored.append(run.mb_s)
     direct_mb_s, proxy_mb_s = statistics.median(direct), statistics.median(proxied)
-    return {
+    figures = {
         "portforward_direct_mb_s": round(direct_mb_s, 1),
         "portforward_proxy_mb_s": round(proxy_mb_s, 1),
         "portforward_ratio": round(proxy_mb_s / direct_mb_s, 3) if direct_mb_s else None,
@@ -455,6 +477,15 @@ async def _port_forward_rates(top: Topology, megabytes: int, rounds: int) -> dic
             "proxied": p_cpu.per_mb(megabytes * rounds),
         },
     }
+    if floored and f_cpu is not None:
+        floor_mb_s = statistics.median(floored)
+        figures["portforward_floor_mb_s"] = round(floor_mb_s, 1)
+        figures["portforward_floor_ratio"] = (
+            round(floor_mb_s / direct_mb_s, 3) if direct_mb_s else None
+        )
+        figures["portforward_floor_rounds_mb_s"] = [round(f, 1) for f in floored]
+        figures["portforward_cpu_ms_per_mb"]["floor"] = f_cpu.per_mb(megabytes * rounds)
+    return figures
 
 
 RUNNERS: dict[str, Any] = {"latency": latency, "stream": stream}
@@ -480,6 +511,13 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--object-kib", type=int, default=20)
     p.add_argument("--stream-mb", type=int, default=1000)
     p.add_argument("--pf-mb", type=int, default=200)
+    p.add_argument(
+        "--floor",
+        action="store_true",
+        help="also time the port-forward through a minimal Python TLS-NATS-TLS pipe (no HTTP, "
+        "policy, frames or audit) in the same rounds: what any Python path with kubegate's hops "
+        "costs on this machine (ops.bench.floor_path)",
+    )
     p.add_argument(
         "--rounds",
         type=_rounds,

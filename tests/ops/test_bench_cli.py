@@ -66,6 +66,26 @@ def test_bench_stream_prints_rates_and_where_the_cpu_went() -> None:
     assert {"edge", "nats", "relay", "kubectl", "sim"} <= set(pf["proxied"])
     assert pf["proxied"]["total"] > pf["direct"]["total"] > 0
     assert set(figures["list_cpu_ms_per_mb"]) == {"direct", "proxied"}
+    assert "portforward_floor_mb_s" not in figures and "floor" not in pf  # only with --floor
+
+
+def test_bench_stream_times_the_floor_path_in_the_same_rounds() -> None:
+    out = kubegate(
+        "bench", "stream", "--json", "--floor", "--objects", "5", "--object-kib", "4",
+        "--stream-mb", "1", "--pf-mb", "10", "--rounds", "2",
+        env={"KUBEGATE_KUBECTL": str(tools.kubectl_132())}, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    figures = json.loads(out.stdout)
+    floored = figures["portforward_floor_rounds_mb_s"]  # every byte reached the sink each time
+    assert len(floored) == 2 and all(f > 0 for f in floored)
+    assert figures["portforward_floor_mb_s"] == round(sum(floored) / 2, 1)  # median of two
+    ratio = figures["portforward_floor_mb_s"] / figures["portforward_direct_mb_s"]
+    assert abs(figures["portforward_floor_ratio"] - ratio) < 0.01
+    floor = figures["portforward_cpu_ms_per_mb"]["floor"]
+    # its bytes cross its own edge, nats-server and relay, and the same simulator and kubectl
+    assert {"edge", "nats", "relay", "sim", "kubectl"} <= set(floor)
+    assert "floor path" in out.stderr
 
 
 def test_bench_latency_prints_direct_and_proxied_percentiles() -> None:
