@@ -48,7 +48,7 @@ def test_bench_revocation_counts_every_edge_and_relay_worker() -> None:
 def test_bench_stream_prints_rates_and_where_the_cpu_went() -> None:
     out = kubegate(
         "bench", "stream", "--json", "--objects", "20", "--object-kib", "4",
-        "--stream-mb", "1", "--pf-mb", "20", "--rounds", "3",
+        "--stream-mb", "1", "--pf-mb", "20", "--rounds", "3", "--no-floor",
         env={"KUBEGATE_KUBECTL": str(tools.kubectl_132())}, timeout=300,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
@@ -66,12 +66,12 @@ def test_bench_stream_prints_rates_and_where_the_cpu_went() -> None:
     assert {"edge", "nats", "relay", "kubectl", "sim"} <= set(pf["proxied"])
     assert pf["proxied"]["total"] > pf["direct"]["total"] > 0
     assert set(figures["list_cpu_ms_per_mb"]) == {"direct", "proxied"}
-    assert "portforward_floor_mb_s" not in figures and "floor" not in pf  # only with --floor
+    assert "portforward_floor_mb_s" not in figures and "floor" not in pf  # --no-floor
 
 
-def test_bench_stream_times_the_floor_path_in_the_same_rounds() -> None:
+def test_bench_stream_times_the_floor_path_in_the_same_rounds_by_default() -> None:
     out = kubegate(
-        "bench", "stream", "--json", "--floor", "--objects", "5", "--object-kib", "4",
+        "bench", "stream", "--json", "--objects", "5", "--object-kib", "4",
         "--stream-mb", "1", "--pf-mb", "10", "--rounds", "2",
         env={"KUBEGATE_KUBECTL": str(tools.kubectl_132())}, timeout=300,
     )  # fmt: skip
