@@ -79,7 +79,7 @@ def test_bench_stream_times_the_floor_path_in_the_same_rounds_by_default() -> No
     figures = json.loads(out.stdout)
     floored = figures["portforward_floor_rounds_mb_s"]  # every byte reached the sink each time
     assert len(floored) == 2 and all(f > 0 for f in floored)
-    assert figures["portforward_floor_mb_s"] == round(sum(floored) / 2, 1)  # median of two
+    assert abs(figures["portforward_floor_mb_s"] - sum(floored) / 2) <= 0.1  # median of two
     ratio = figures["portforward_floor_mb_s"] / figures["portforward_direct_mb_s"]
     assert abs(figures["portforward_floor_ratio"] - ratio) < 0.01
     floor = figures["portforward_cpu_ms_per_mb"]["floor"]
