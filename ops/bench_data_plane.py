@@ -26,16 +26,14 @@ import urllib.parse
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
 import yaml
 
 from broker.server import free_port
+from ops.bench.floor_path import FloorPath, floor_path
 from ops.bench_cpu import CpuMeter, child_pids
-
-if TYPE_CHECKING:
-    from ops.bench.floor_path import FloorPath
 from ops.client import AdminClient
 from ops.config import AdminConfig
 
@@ -418,8 +416,6 @@ async def stream(args: argparse.Namespace) -> dict[str, Any]:
                 result["edge_streamed_mb"] = round(streamed / 1e6)
                 result["edge_rss_growth_mb"] = round(rss.growth_mb, 1)
             if args.floor:
-                from ops.bench.floor_path import floor_path
-
                 progress("starting the floor path (a minimal Python TLS-NATS-TLS pipe)")
                 sim_dir = top.sim_kubeconfig.parent
                 async with floor_path(top.base / "floor", sim_dir, top.sim_kubeconfig) as floor:
@@ -445,8 +441,9 @@ async def _port_forward_rates(
     d_cpu, p_cpu = top.cpu_meter(), top.cpu_meter()
     f_cpu = CpuMeter({"sim": top.sim.pid, **floor.pids}) if floor else None
     direct, proxied, floored = [], [], []
+    paths = "direct, proxied and floor" if floor else "direct and proxied"
     for i in range(rounds):
-        progress(f"port-forward: {megabytes} MB direct and proxied, round {i + 1}/{rounds}")
+        progress(f"port-forward: {megabytes} MB {paths}, round {i + 1}/{rounds}")
         with d_cpu:
             run = await port_forward_rate(top.sim_kubeconfig, None, megabytes, top.base / f"pfd{i}")
         d_cpu.add("kubectl", run.kubectl_cpu_s)
@@ -457,7 +454,8 @@ async def _port_forward_rates(
             )
         p_cpu.add("kubectl", run.kubectl_cpu_s)
         proxied.append(run.mb_s)
-        if floor is not None and f_cpu is not None:
+        if floor is not None:
+            assert f_cpu is not None
             with f_cpu:
                 run = await port_forward_rate(
                     floor.kubeconfig, None, megabytes, top.base / f"pff{i}"
@@ -516,8 +514,8 @@ def add_parsers(sub: Any) -> None:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="also time each port-forward round through a minimal Python TLS-NATS-TLS pipe (no "
-        "HTTP, policy, frames or audit): what any Python path with kubegate's hops reaches on "
-        "this machine, to read the ratio against (ops.bench.floor_path; default: on)",
+        "HTTP, policy, frames or audit): what a lean Python path with kubegate's hops reaches "
+        "on this machine, to read the ratio against (ops.bench.floor_path; default: on)",
     )
     p.add_argument(
         "--rounds",

@@ -1,19 +1,18 @@
-"""A yardstick for `bench stream --floor`: the least a Python path through NATS can cost.
+"""A yardstick for `bench stream`: what a lean Python path with kubegate's hops costs.
 
 The port-forward goal (proxied MB/s >= 60% of direct) is a contest for two shared cores, so
-its ratio is the ratio of CPU per MB. To tell what kubegate's own work costs from what any
-Python proxy with the same hops costs, the benchmark can run this path next to kubegate's, in
-the same minutes, against the same simulator and kubectl:
+its ratio is the ratio of CPU per MB. To tell what kubegate's own work costs from what the
+hops cost any Python proxy, the benchmark runs this path next to kubegate's, in the same
+minutes, against the same simulator and kubectl:
 
     kubectl --TLS--> floor edge --NATS--> floor relay --TLS--> simulator
 
 It does only what the hops force: TLS ended and begun again (uvloop's, as kubegate's edge and
 relay use), every read published as one NATS message on the raw protocol (what one turn of the
 event loop publishes written at once), a 4 MiB credit window per direction so nothing buffers
-without bound. Nothing else: no HTTP (the bytes of each
-TCP connection pass through unread, so kubectl's own credentials reach the simulator), no
-identity, policy, frames, heartbeats, audit or metrics. It is not a proxy to deploy; it exists
-only to be measured.
+without bound. Nothing else: no HTTP (the bytes of each TCP connection pass through unread, so
+kubectl's own credentials reach the simulator), no identity, policy, frames, heartbeats, audit
+or metrics. It is not a proxy to deploy; it exists only to be measured.
 
 Run as `python -m ops.bench.floor_path edge|relay ...` (see `main`); `floor_path()` starts a
 nats-server and both processes for a benchmark.
