@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import ssl
 import statistics
 import subprocess
@@ -33,6 +32,7 @@ import yaml
 
 from broker.server import free_port
 from ops.bench.floor_path import FloorPath, floor_path
+from ops.bench.processes import spawn, stop, wait_file
 from ops.bench_cpu import CpuMeter, child_pids
 from ops.client import AdminClient
 from ops.config import AdminConfig
@@ -45,25 +45,7 @@ def progress(message: str) -> None:
 
 
 def _kubegate(*args: str, log: Path) -> subprocess.Popen[bytes]:
-    out = open(log, "ab")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ops.cli", *args],
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    out.close()
-    return proc
-
-
-async def _wait_file(path: Path, proc: subprocess.Popen[bytes], what: str) -> None:
-    deadline = time.monotonic() + 120
-    while not await asyncio.to_thread(path.exists):
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} did not start")
-        await asyncio.sleep(0.1)
+    return spawn("ops.cli", *args, log=log)
 
 
 @dataclass
@@ -113,7 +95,7 @@ async def topology(base: Path) -> AsyncIterator[Topology]:
             log=base / "up.log",
         )
         procs.append(up)
-        await _wait_file(cp / "ready.json", up, "kubegate up")
+        await wait_file(cp / "ready.json", up, "kubegate up")
         ready = json.loads((cp / "ready.json").read_text())
         admin = AdminClient(AdminConfig.load(cp / "admin.conf"))
         await asyncio.to_thread(admin.post, "/v1/clusters", {"name": CLUSTER})
@@ -161,7 +143,7 @@ async def topology(base: Path) -> AsyncIterator[Topology]:
         simdir = base / "sim"
         sim = _kubegate("sim", "--dir", str(simdir), "--name", CLUSTER, log=base / "sim.log")
         procs.append(sim)
-        await _wait_file(simdir / "admin.kubeconfig", sim, "kubegate sim")
+        await wait_file(simdir / "admin.kubeconfig", sim, "kubegate sim")
         await asyncio.sleep(0.5)
         relay = _kubegate(
             "relay",
@@ -207,14 +189,7 @@ async def topology(base: Path) -> AsyncIterator[Topology]:
         await _wait_proxy(top)
         yield top
     finally:
-        for proc in reversed(procs):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        stop(procs, 15)
 
 
 def _through_edge(kubeconfig: str, port: int) -> str:

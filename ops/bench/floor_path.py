@@ -12,7 +12,9 @@ relay use), every read published as one NATS message on the raw protocol (what o
 event loop publishes written at once), a 4 MiB credit window per direction so nothing buffers
 without bound. Nothing else: no HTTP (the bytes of each TCP connection pass through unread, so
 kubectl's own credentials reach the simulator), no identity, policy, frames, heartbeats, audit
-or metrics. It is not a proxy to deploy; it exists only to be measured.
+or metrics. It is not a proxy to deploy; it exists only to be measured. Its NATS client
+(`NatsLink`) is its own, on the raw protocol, rather than `broker.nats_client`: kubegate's
+client is part of what the floor is measured against.
 
 Run as `python -m ops.bench.floor_path edge|relay ...` (see `main`); `floor_path()` starts a
 nats-server and both processes for a benchmark.
@@ -24,7 +26,6 @@ import asyncio
 import contextlib
 import itertools
 import os
-import signal
 import ssl
 import subprocess
 import sys
@@ -35,6 +36,7 @@ from pathlib import Path
 import yaml
 
 from broker.server import EmbeddedNats, free_port
+from ops.bench.processes import spawn, stop, wait_file
 
 WINDOW = 4 << 20
 """Bytes a side may have published and not yet had acknowledged (kubegate's `max_window`)."""
@@ -371,8 +373,10 @@ async def floor_path(base: Path, sim_dir: Path, sim_kubeconfig: Path) -> AsyncIt
                 str(edge_port),
             ],
         ):
-            procs.append(await asyncio.to_thread(_spawn, base, args))
-            await _wait_ready(base, args[0], procs[-1])
+            role = args[0]
+            ready, log = base / f"{role}.ready", base / f"{role}.log"
+            procs.append(spawn("ops.bench.floor_path", *args, str(ready), log=log))
+            await wait_file(ready, procs[-1], f"the floor {role}", start_within=30, log=log)
         config["clusters"][0]["cluster"]["server"] = f"https://{api_host}:{edge_port}"
         kubeconfig = base / "floor.kubeconfig"
         await asyncio.to_thread(kubeconfig.write_text, yaml.safe_dump(config))
@@ -382,39 +386,8 @@ async def floor_path(base: Path, sim_dir: Path, sim_kubeconfig: Path) -> AsyncIt
             {"relay": procs[0].pid, "edge": procs[1].pid, "nats": nats.process.pid},
         )
     finally:
-        for proc in procs:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in procs:
-            try:
-                await asyncio.to_thread(proc.wait, 10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        await asyncio.to_thread(stop, procs, 10)
         await asyncio.to_thread(nats.stop)
-
-
-def _spawn(base: Path, args: list[str]) -> subprocess.Popen[bytes]:
-    """`python -m ops.bench.floor_path ROLE ... READY_FILE`, its output in `base/ROLE.log`."""
-    role = args[0]
-    with open(base / f"{role}.log", "ab") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "ops.bench.floor_path", *args, str(base / f"{role}.ready")],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
-async def _wait_ready(base: Path, role: str, proc: subprocess.Popen[bytes]) -> None:
-    for _ in range(600):
-        if await asyncio.to_thread((base / f"{role}.ready").exists):
-            return
-        if proc.poll() is not None:
-            log = await asyncio.to_thread((base / f"{role}.log").read_text, errors="replace")
-            last = log.strip().splitlines()[-1:] or ["(no output)"]
-            raise RuntimeError(f"the floor {role} exited with {proc.returncode}: {last[0]}")
-        await asyncio.sleep(0.05)
-    raise RuntimeError(f"the floor {role} did not start in 30 s: see {base}")
 
 
 def main(argv: list[str]) -> None:
