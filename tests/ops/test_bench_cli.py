@@ -67,16 +67,21 @@ def test_bench_stream_prints_rates_and_where_the_cpu_went() -> None:
     assert pf["proxied"]["total"] > pf["direct"]["total"] > 0
     assert set(figures["list_cpu_ms_per_mb"]) == {"direct", "proxied"}
     assert "portforward_floor_mb_s" not in figures and "floor" not in pf  # --no-floor
+    # one untimed pair comes first by default, for the list and for the port-forward
+    assert figures["warmup_rounds"] == 1
+    assert "large list, warm-up 1/1 (not timed)" in out.stderr
+    assert "port-forward: 20 MB direct and proxied, warm-up 1/1 (not timed)" in out.stderr
 
 
 def test_bench_stream_times_the_floor_path_in_the_same_rounds_by_default() -> None:
     out = kubegate(
         "bench", "stream", "--json", "--objects", "5", "--object-kib", "4",
-        "--stream-mb", "1", "--pf-mb", "10", "--rounds", "2",
+        "--stream-mb", "1", "--pf-mb", "10", "--rounds", "2", "--warmup", "0",
         env={"KUBEGATE_KUBECTL": str(tools.kubectl_132())}, timeout=300,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     figures = json.loads(out.stdout)
+    assert figures["warmup_rounds"] == 0 and "warm-up" not in out.stderr
     floored = figures["portforward_floor_rounds_mb_s"]  # every byte reached the sink each time
     assert len(floored) == 2 and all(f > 0 for f in floored)
     assert abs(figures["portforward_floor_mb_s"] - sum(floored) / 2) <= 0.1  # median of two
@@ -101,3 +106,9 @@ def test_bench_stream_refuses_zero_rounds_in_one_line() -> None:
     out = kubegate("bench", "stream", "--rounds", "0", timeout=60)
     assert out.returncode == 2
     assert "rounds must be a whole number of at least 1, not '0'" in out.stderr
+
+
+def test_bench_stream_refuses_a_negative_warmup_in_one_line() -> None:
+    out = kubegate("bench", "stream", "--warmup", "-1", timeout=60)
+    assert out.returncode == 2
+    assert "warmup must be a whole number of at least 0, not '-1'" in out.stderr
