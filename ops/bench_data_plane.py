@@ -410,66 +410,72 @@ async def stream(args: argparse.Namespace) -> dict[str, Any]:
 async def _port_forward_rates(
     top: Topology, megabytes: int, rounds: int, warmup: int, floor: FloorPath | None = None
 ) -> dict[str, Any]:
-    """MB/s of bytes pushed through `kubectl port-forward`, direct and through kubegate (and
-    through the floor path, when given: see `ops.bench.floor_path`), after `warmup` rounds of
-    each that are not timed.
+    """MB/s of bytes through `kubectl port-forward`, uploaded to the pod and downloaded from
+    it, direct and through kubegate (and through the floor path, when given: see
+    `ops.bench.floor_path`), after `warmup` rounds that are not timed.
 
-    Direct and proxied runs alternate and the medians are compared, as for the list: this
-    machine's speed drifts by a quarter within minutes, which one run of each cannot tell from
-    a change in kubegate."""
+    Within a round every path and direction runs once, and the medians are compared, as for
+    the list: this machine's speed drifts by a quarter within minutes, which one run of each
+    cannot tell from a change in kubegate."""
     from ops.bench_portforward import port_forward_rate
 
-    d_cpu, p_cpu = top.cpu_meter(), top.cpu_meter()
-    f_cpu = CpuMeter({"sim": top.sim.pid, **floor.pids}) if floor else None
-    direct, proxied, floored = [], [], []
-    paths = "direct, proxied and floor" if floor else "direct and proxied"
-    for i in range(warmup):
-        progress(f"port-forward: {megabytes} MB {paths}, warm-up {i + 1}/{warmup} (not timed)")
-        await port_forward_rate(top.sim_kubeconfig, None, megabytes, top.base / f"pfdw{i}")
-        await port_forward_rate(top.user_kubeconfig, CLUSTER, megabytes, top.base / f"pfpw{i}")
-        if floor is not None:
-            await port_forward_rate(floor.kubeconfig, None, megabytes, top.base / f"pffw{i}")
-    for i in range(rounds):
-        progress(f"port-forward: {megabytes} MB {paths}, round {i + 1}/{rounds}")
-        with d_cpu:
-            run = await port_forward_rate(top.sim_kubeconfig, None, megabytes, top.base / f"pfd{i}")
-        d_cpu.add("kubectl", run.kubectl_cpu_s)
-        direct.append(run.mb_s)
-        with p_cpu:
-            run = await port_forward_rate(
-                top.user_kubeconfig, CLUSTER, megabytes, top.base / f"pfp{i}"
-            )
-        p_cpu.add("kubectl", run.kubectl_cpu_s)
-        proxied.append(run.mb_s)
-        if floor is not None:
-            assert f_cpu is not None
-            with f_cpu:
-                run = await port_forward_rate(
-                    floor.kubeconfig, None, megabytes, top.base / f"pff{i}"
-                )
-            f_cpu.add("kubectl", run.kubectl_cpu_s)
-            floored.append(run.mb_s)
-    direct_mb_s, proxy_mb_s = statistics.median(direct), statistics.median(proxied)
-    figures = {
-        "portforward_direct_mb_s": round(direct_mb_s, 1),
-        "portforward_proxy_mb_s": round(proxy_mb_s, 1),
-        "portforward_ratio": round(proxy_mb_s / direct_mb_s, 3) if direct_mb_s else None,
-        "portforward_rounds_mb_s": [
-            [round(d, 1), round(p, 1)] for d, p in zip(direct, proxied, strict=True)
-        ],
-        "portforward_cpu_ms_per_mb": {
-            "direct": d_cpu.per_mb(megabytes * rounds),
-            "proxied": p_cpu.per_mb(megabytes * rounds),
-        },
+    paths: dict[str, tuple[Path, str | None]] = {
+        "direct": (top.sim_kubeconfig, None),
+        "proxied": (top.user_kubeconfig, CLUSTER),
     }
-    if floored and f_cpu is not None:
-        floor_mb_s = statistics.median(floored)
-        figures["portforward_floor_mb_s"] = round(floor_mb_s, 1)
-        figures["portforward_floor_ratio"] = (
-            round(floor_mb_s / direct_mb_s, 3) if direct_mb_s else None
+    meters = {"direct": top.cpu_meter, "proxied": top.cpu_meter}
+    if floor is not None:
+        paths["floor"] = (floor.kubeconfig, None)
+        meters["floor"] = lambda: CpuMeter({"sim": top.sim.pid, **floor.pids})
+    runs = [(direction, path) for direction in ("up", "down") for path in paths]
+    cpu = {run: meters[run[1]]() for run in runs}
+    rates: dict[tuple[str, str], list[float]] = {run: [] for run in runs}
+    names = ", ".join(paths)
+    for i in range(warmup + rounds):
+        timed = i >= warmup
+        progress(
+            f"port-forward: {megabytes} MB up and down, {names}, "
+            + (
+                f"round {i - warmup + 1}/{rounds}"
+                if timed
+                else f"warm-up {i + 1}/{warmup} (not timed)"
+            )
         )
-        figures["portforward_floor_rounds_mb_s"] = [round(f, 1) for f in floored]
-        figures["portforward_cpu_ms_per_mb"]["floor"] = f_cpu.per_mb(megabytes * rounds)
+        for direction, path in runs:
+            kubeconfig, context = paths[path]
+            workdir = top.base / f"pf-{direction}-{path}-{i}"
+            if not timed:
+                await port_forward_rate(
+                    kubeconfig, context, megabytes, workdir, download=direction == "down"
+                )
+                continue
+            with cpu[direction, path] as meter:
+                run = await port_forward_rate(
+                    kubeconfig, context, megabytes, workdir, download=direction == "down"
+                )
+            meter.add("kubectl", run.kubectl_cpu_s)
+            rates[direction, path].append(run.mb_s)
+    figures: dict[str, Any] = {}
+    for direction, prefix in (("up", "portforward_"), ("down", "portforward_download_")):
+        direct = statistics.median(rates[direction, "direct"])
+        proxied = statistics.median(rates[direction, "proxied"])
+        figures[f"{prefix}direct_mb_s"] = round(direct, 1)
+        figures[f"{prefix}proxy_mb_s"] = round(proxied, 1)
+        figures[f"{prefix}ratio"] = round(proxied / direct, 3) if direct else None
+        figures[f"{prefix}rounds_mb_s"] = [
+            [round(d, 1), round(p, 1)]
+            for d, p in zip(rates[direction, "direct"], rates[direction, "proxied"], strict=True)
+        ]
+        figures[f"{prefix}cpu_ms_per_mb"] = {
+            path: cpu[direction, path].per_mb(megabytes * rounds) for path in paths
+        }
+        if floor is not None:
+            floored = rates[direction, "floor"]
+            figures[f"{prefix}floor_mb_s"] = round(statistics.median(floored), 1)
+            figures[f"{prefix}floor_ratio"] = (
+                round(statistics.median(floored) / direct, 3) if direct else None
+            )
+            figures[f"{prefix}floor_rounds_mb_s"] = [round(f, 1) for f in floored]
     return figures
 
 

@@ -1,8 +1,9 @@
-"""Port-forward throughput: bytes pushed through a real `kubectl port-forward` to a local sink.
+"""Port-forward throughput: bytes through a real `kubectl port-forward`, either way.
 
-The simulated pod's container port maps to a TCP sink this process runs (annotation
-`sim.kubegate.io/port-forward`); the client sends N bytes, half-closes, and the sink answers
-with the count it received, so the figure covers every byte end to end.
+The simulated pod's container port maps to a TCP server this process runs (annotation
+`sim.kubegate.io/port-forward`). Upload: the client sends N bytes, half-closes, and the server
+answers with the count it received. Download: the client asks for N bytes, the server sends
+them and closes, and the client counts them. Either figure covers every byte end to end.
 """
 
 from __future__ import annotations
@@ -29,8 +30,29 @@ def kubectl_binary() -> str:
     return found
 
 
+BLOCK = b"\0" * (1 << 16)
+
+
+async def _write_bytes(writer: asyncio.StreamWriter, count: int) -> None:
+    """`count` zero bytes, in 64 KiB writes."""
+    sent = 0
+    while sent < count:
+        piece = BLOCK[: count - sent]
+        writer.write(piece)
+        sent += len(piece)
+        await writer.drain()
+
+
 async def _sink() -> tuple[asyncio.Server, int]:
+    """The pod's port: `up` counts what follows until EOF and answers the count; `down N`
+    sends N bytes and closes."""
+
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        ask = (await reader.readline()).split()
+        if ask[:1] == [b"down"] and len(ask) == 2:
+            await _write_bytes(writer, int(ask[1]))
+            writer.close()
+            return
         total = 0
         while chunk := await reader.read(1 << 16):
             total += len(chunk)
@@ -58,8 +80,10 @@ class PortForwardRun:
 
 
 async def port_forward_rate(
-    kubeconfig: Path, context: str | None, megabytes: int, workdir: Path
+    kubeconfig: Path, context: str | None, megabytes: int, workdir: Path, *, download: bool = False
 ) -> PortForwardRun:
+    """MB/s of `megabytes` through `kubectl port-forward` to a fresh pod: sent by this process
+    (upload) or, with `download`, sent by the pod's side and read here."""
     os.makedirs(workdir, exist_ok=True)
     server, sink_port = await _sink()
     pod = f"pf-{uuid.uuid4().hex[:6]}"
@@ -112,22 +136,34 @@ async def port_forward_rate(
             raise KubegateError(f"kubectl port-forward did not start: {line.strip()}")
         local_port = int(line.split("->")[0].rsplit(":", 1)[1])
         reader, writer = await asyncio.open_connection("127.0.0.1", local_port)
-        block = b"\0" * (1 << 16)
         target = megabytes * 1_000_000
+        if download:
+            writer.write(f"down {target}\n".encode())
+            started = time.perf_counter()
+            got = await asyncio.wait_for(_count_until_eof(reader), 300)
+            took = time.perf_counter() - started
+            writer.close()
+            if got != target:
+                raise KubegateError(f"port-forward lost bytes: the pod sent {target}, got {got}")
+            return PortForwardRun(got / took / 1e6, process_cpu_s(forward.pid))
+        writer.write(b"up\n")
         started = time.perf_counter()
-        sent = 0
-        while sent < target:
-            writer.write(block)
-            sent += len(block)
-            await writer.drain()
+        await _write_bytes(writer, target)
         writer.write_eof()
         answer = await asyncio.wait_for(reader.readline(), 300)
         took = time.perf_counter() - started
         writer.close()
-        if int(answer or b"0") != sent:
-            raise KubegateError(f"port-forward lost bytes: sent {sent}, sink got {answer!r}")
-        return PortForwardRun(sent / took / 1e6, process_cpu_s(forward.pid))
+        if int(answer or b"0") != target:
+            raise KubegateError(f"port-forward lost bytes: sent {target}, sink got {answer!r}")
+        return PortForwardRun(target / took / 1e6, process_cpu_s(forward.pid))
     finally:
         forward.terminate()
         await forward.wait()
         server.close()
+
+
+async def _count_until_eof(reader: asyncio.StreamReader) -> int:
+    total = 0
+    while chunk := await reader.read(1 << 18):
+        total += len(chunk)
+    return total

@@ -70,7 +70,15 @@ def test_bench_stream_prints_rates_and_where_the_cpu_went() -> None:
     # one untimed pair comes first by default, for the list and for the port-forward
     assert figures["warmup_rounds"] == 1
     assert "large list, warm-up 1/1 (not timed)" in out.stderr
-    assert "port-forward: 20 MB direct and proxied, warm-up 1/1 (not timed)" in out.stderr
+    assert "port-forward: 20 MB up and down, direct, proxied, warm-up 1/1 (not timed)" in out.stderr
+    # the download direction: the pod's side sends, every byte counted at the client
+    down = figures["portforward_download_rounds_mb_s"]
+    assert len(down) == 3 and all(d > 0 and p > 0 for d, p in down)
+    assert figures["portforward_download_proxy_mb_s"] == sorted(p for _, p in down)[1]
+    ratio = figures["portforward_download_proxy_mb_s"] / figures["portforward_download_direct_mb_s"]
+    assert abs(figures["portforward_download_ratio"] - ratio) < 0.01
+    down_cpu = figures["portforward_download_cpu_ms_per_mb"]
+    assert {"edge", "nats", "relay", "kubectl", "sim"} <= set(down_cpu["proxied"])
 
 
 def test_bench_stream_times_the_floor_path_in_the_same_rounds_by_default() -> None:
@@ -91,6 +99,9 @@ def test_bench_stream_times_the_floor_path_in_the_same_rounds_by_default() -> No
     # its bytes cross its own edge, nats-server and relay, and the same simulator and kubectl
     assert {"edge", "nats", "relay", "sim", "kubectl"} <= set(floor)
     assert "floor path" in out.stderr
+    down = figures["portforward_download_floor_rounds_mb_s"]  # and the other way
+    assert len(down) == 2 and all(f > 0 for f in down)
+    assert {"edge", "nats", "relay"} <= set(figures["portforward_download_cpu_ms_per_mb"]["floor"])
 
 
 def test_bench_latency_prints_direct_and_proxied_percentiles() -> None:
