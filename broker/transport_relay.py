@@ -190,6 +190,12 @@ class ServerStream(StreamBase):
             raise StreamStateError(self.id, "send_head must come before response bytes")
         await self._send_data(data, frames.ResponseChunk)
 
+    def send_nowait(self, data: bytes) -> bool:
+        """`send` all of `data` at once or nothing (False): the head was sent, no send under
+        way, enough credit, NATS ready. For a protocol callback; after a False, `send` it
+        (order is kept)."""
+        return self._head_sent and self._send_data_nowait(data, frames.ResponseChunk)
+
     async def end(self) -> None:
         """The response is complete; the stream is finished at both ends."""
         if not self._head_sent:

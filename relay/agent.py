@@ -59,17 +59,12 @@ class RelayAgent:
         accounts: JitAccounts,
         metrics: RelayMetrics,
         not_ready: Callable[[], str | None],
-        tunnel_read_bytes: int = 256 * 1024,
     ) -> None:
-        """`tunnel_read_bytes`: the most one read from an upgraded connection takes; matching
-        the transport's chunk size lets bulk downstream bytes (port-forward, `cp` from a pod)
-        travel in full frames, while a trickle still goes as it comes."""
         self.cluster = cluster
         self.upstream = upstream
         self.accounts = accounts
         self.m = metrics
         self.not_ready = not_ready
-        self.tunnel_read_bytes = tunnel_read_bytes
         self.in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -217,11 +212,12 @@ class RelayAgent:
                 await conn.close()
 
         stream.set_sink(conn.write_nowait)
+        conn.forward(stream.send_nowait)
         upward = asyncio.create_task(up(), name=f"kubegate-relay-up-{stream.id}")
         try:
             while True:
                 try:
-                    data = await conn.read(self.tunnel_read_bytes)
+                    data = await conn.read()
                 except (OSError, ConnectionError) as exc:
                     await stream.fail(frames.ErrorCode.UPSTREAM, f"tunnel broke: {exc}")
                     return

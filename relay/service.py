@@ -257,7 +257,6 @@ class RelayService:
             accounts=self.accounts,
             metrics=self.metrics,
             not_ready=self.not_ready_reason,
-            tunnel_read_bytes=self.server.config.chunk_size,
         )
         self.watcher = AccessWatcher(self.planner, self.accounts, self.server, self.metrics)
         self.policy.on_change(self.watcher.on_change)

@@ -27,6 +27,7 @@ import httptools
 
 from broker.tls_objects import FastSSLObject
 from relay.errors import UpstreamError
+from relay.tunnel_conn import TunnelConnection
 
 Headers = list[tuple[str, str]]
 
@@ -65,51 +66,46 @@ class UpstreamResponse:
 
 
 class UpgradedConnection:
-    """The raw socket after a 101: `read()` (b"" at EOF), `write()`, `close()`."""
+    """The raw connection after a 101: `read()` (b"" at EOF), `write()`, `write_nowait()`,
+    `forward()` (see `relay.tunnel_conn`), `close()`."""
 
-    def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, early: bytes
-    ) -> None:
-        self._reader = reader
-        self._writer = writer
+    def __init__(self, conn: TunnelConnection, early: bytes) -> None:
+        self._conn = conn
         self._early = early
 
-    async def read(self, n: int = 65536) -> bytes:
+    async def read(self) -> bytes:
+        """What came next from the API server, as one read received it; b"" at EOF."""
         if self._early:
             data, self._early = self._early, b""
             return data
-        return await self._reader.read(n)
+        return await self._conn.read()
+
+    def forward(self, sink: Callable[[bytes], bool]) -> None:
+        """Offer what the API server sends to `sink` as it arrives (True: taken), before
+        `read` sees it; bytes that came with the 101 go to `read` first."""
+        if self._early:
+            self._conn.data_received(self._early)  # queued ahead of everything after it
+            self._early = b""
+        self._conn.forward(sink)
 
     async def write(self, data: bytes) -> None:
-        self._writer.write(data)
-        await self._writer.drain()
+        self._conn.write(data)
+        await self._conn.drain()
 
     def write_nowait(self, data: bytes | memoryview) -> bool:
         """Write `data` if the connection takes it without `drain` having to wait (its transport
         is not holding back a backlog); False, writing nothing, otherwise."""
-        transport = self._writer.transport
-        if transport.is_closing() or _writing_paused(self._writer):
-            return False
-        transport.write(data)
-        return True
+        return self._conn.write_nowait(data)
 
     def write_eof(self) -> None:
         """Half-close towards the API server where the transport can (not over TLS)."""
         with contextlib.suppress(OSError, RuntimeError, NotImplementedError):
-            if self._writer.can_write_eof():
-                self._writer.write_eof()
+            self._conn.write_eof()
 
     async def close(self) -> None:
-        self._writer.close()
+        self._conn.close()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._writer.wait_closed(), 2.0)
-
-
-def _writing_paused(writer: asyncio.StreamWriter) -> bool:
-    """True while the transport has asked the writer's protocol to pause: what `drain` waits on.
-    asyncio keeps it in its flow-control mixin's `_paused` (3.4 on); if that is ever missing, this
-    says paused, and writers take the waiting path."""
-    return bool(getattr(writer._protocol, "_paused", True))  # type: ignore[attr-defined]
+            await asyncio.wait_for(self._conn.wait_closed(), 2.0)
 
 
 class _ResponseHead:
@@ -265,36 +261,28 @@ class Upstream:
         self, method: str, path: str, query: str, headers: Headers
     ) -> UpstreamResponse:
         """Send an upgrade request on a fresh HTTP/1.1 connection and read the answer."""
+        hostname = (self.server_hostname or self.host) if self.ssl_context else None
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(
-                    self.host,
-                    self.port,
-                    ssl=self.ssl_context,
-                    server_hostname=(self.server_hostname or self.host)
-                    if self.ssl_context
-                    else None,
-                    limit=1 << 20,
-                ),
+            conn = await asyncio.wait_for(
+                TunnelConnection.connect(self.host, self.port, self.ssl_context, hostname),
                 self.connect_timeout_s,
             )
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             raise UpstreamError(f"kube-apiserver unreachable: {_describe(exc)}") from exc
         try:
             return await asyncio.wait_for(
-                self._upgrade_on(reader, writer, method, path, query, headers),
+                self._upgrade_on(conn, method, path, query, headers),
                 self.upgrade_head_timeout_s,
             )
         except BaseException as exc:
-            writer.close()
+            conn.close()
             if isinstance(exc, TimeoutError):
                 raise UpstreamError("the kube-apiserver did not answer the upgrade") from exc
             raise
 
     async def _upgrade_on(
         self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
+        conn: TunnelConnection,
         method: str,
         path: str,
         query: str,
@@ -305,8 +293,8 @@ class Upstream:
         head = [f"{method} {target} HTTP/1.1", f"Host: {host}"]
         head += [f"{k}: {v}" for k, v in headers if k.lower() != "host"]
         try:
-            writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
-            await writer.drain()
+            conn.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
+            await conn.drain()
         except (OSError, UnicodeEncodeError) as exc:
             raise UpstreamError(f"cannot send the upgrade request: {_describe(exc)}") from exc
         parsed = _ResponseHead()
@@ -314,7 +302,7 @@ class Upstream:
         early = b""
         try:
             while not parsed.complete:
-                data = await reader.read(65536)
+                data = await conn.read()
                 if not data:
                     if parsed.head_done:
                         parsed.complete = True  # body delimited by close
@@ -332,11 +320,11 @@ class Upstream:
             raise UpstreamError(f"bad upgrade answer from kube-apiserver: {exc}") from exc
         status = parser.get_status_code()
         if status == 101:
-            conn = UpgradedConnection(reader, writer, early)
+            tunnel = UpgradedConnection(conn, early)
             return UpstreamResponse(
-                101, parsed.headers, _empty(), tunnel=conn, _release=[conn.close]
+                101, parsed.headers, _empty(), tunnel=tunnel, _release=[tunnel.close]
             )
-        writer.close()
+        conn.close()
         body = b"".join(parsed.body)
         return UpstreamResponse(status, parsed.headers, _once(body))
 

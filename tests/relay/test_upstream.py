@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 from aiohttp import web
 
+from relay.tunnel_conn import TunnelConnection
 from relay.upstream import SMALL_BODY, UpgradedConnection, Upstream
 from tests.support import eventually
 
@@ -100,23 +101,106 @@ async def test_a_tunnel_write_without_waiting_refuses_while_the_api_server_reads
 
     server = await asyncio.start_server(api_server, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    conn = UpgradedConnection(reader, writer, b"")
-    writer.transport.set_write_buffer_limits(high=64 * 1024)
+    raw = await TunnelConnection.connect("127.0.0.1", port, None, None)
+    conn = UpgradedConnection(raw, b"")
+    transport = raw.transport
+    assert transport is not None
+    transport.set_write_buffer_limits(high=64 * 1024)
     block = os.urandom(32 * 1024)
     taken = 0
     while conn.write_nowait(block):  # until socket buffers and the transport's limit are full
         taken += 1
         assert taken < 10_000, "never refused"
-    assert writer.transport.get_write_buffer_size() > 64 * 1024
-    refused_at = writer.transport.get_write_buffer_size()
+    assert transport.get_write_buffer_size() > 64 * 1024
+    refused_at = transport.get_write_buffer_size()
     assert not conn.write_nowait(block)
-    assert writer.transport.get_write_buffer_size() == refused_at  # nothing taken
+    assert transport.get_write_buffer_size() == refused_at  # nothing taken
     release.set()  # the server reads: writing resumes
-    await asyncio.wait_for(writer.drain(), 30)
+    await asyncio.wait_for(raw.drain(), 30)
     assert conn.write_nowait(b"end")
-    writer.write_eof()
+    conn.write_eof()
     await eventually(lambda: len(received) == taken * len(block) + 3, "all of it received")
     assert bytes(received) == block * taken + b"end"
     await conn.close()
+    server.close()
+
+
+async def _serve(
+    handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+) -> tuple[asyncio.Server, int]:
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def test_a_tunnel_hands_what_arrives_to_its_sink_and_queues_what_it_refuses_in_order() -> (
+    None
+):
+    """The download fast path: the sink (the stream's `send_nowait`) gets bytes in the
+    connection's callback; a refusal queues them for `read`, and everything after them too
+    until `read` has emptied the queue, so the order holds either way."""
+    go, more = asyncio.Event(), asyncio.Event()
+
+    async def api_server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"early")  # came with the 101: read before anything forwarded
+        await go.wait()
+        writer.write(b"one")
+        await writer.drain()
+        await more.wait()
+        writer.write(b"two")
+        await writer.drain()
+        await more.wait()
+        writer.close()
+
+    server, port = await _serve(api_server)
+    raw = await TunnelConnection.connect("127.0.0.1", port, None, None)
+    await eventually(lambda: raw._chunks, "the early bytes queued")
+    conn = UpgradedConnection(raw, await raw.read())
+    taking, order = True, []
+
+    def sink(data: bytes) -> bool:
+        if taking:
+            order.append(("sink", data))
+        return taking
+
+    conn.forward(sink)
+    taking = False  # refuses "one": it queues
+    go.set()
+    await eventually(lambda: raw._chunks and raw._chunks[-1] == b"one", "one queued")
+    taking = True  # would take "two", but "early" and "one" are still queued: it waits
+    more.set()
+    await eventually(lambda: len(raw._chunks) == 3, "two queued behind them")
+    assert order == []
+    while data := await conn.read():
+        order.append(("read", data))
+    assert order == [("read", b"early"), ("read", b"one"), ("read", b"two")]
+    await conn.close()
+    server.close()
+
+
+async def test_a_tunnel_stops_reading_past_its_high_water_and_sinks_again_once_read() -> None:
+    block = os.urandom(64 * 1024)
+    sent = 0
+
+    async def api_server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal sent
+        while sent < 1024 * len(block):
+            writer.write(block)
+            sent += len(block)
+            await writer.drain()
+        writer.close()
+
+    server, port = await _serve(api_server)
+    raw = await TunnelConnection.connect("127.0.0.1", port, None, None)
+    raw._high_water = 256 * 1024
+    raw.forward(lambda data: False)  # a stream out of credit
+    await eventually(lambda: raw._read_paused, "reading paused")
+    await asyncio.sleep(0.2)
+    assert raw._size <= 256 * 1024 + 256 * 1024  # at most one read past the mark
+    assert sent < 1024 * len(block)  # the server is held back, not buffered here
+    sunk = bytearray()
+    raw.forward(lambda data: sunk.extend(data) or True)  # credit again
+    got = bytearray()
+    while data := await raw.read():  # the queue empties; then the sink takes the rest
+        got.extend(data)
+    assert sunk and bytes(got + sunk) == block * 1024
     server.close()
