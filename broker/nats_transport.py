@@ -23,6 +23,8 @@ from urllib.parse import ParseResult
 
 from nats.aio.transport import Transport
 
+from broker.write_gate import WriteGate
+
 HIGH_WATER = 4 * 1024 * 1024
 """Received bytes the transport holds before it stops reading the socket (the server then
 holds the rest; a slow consumer is the server's to detect)."""
@@ -59,12 +61,11 @@ class _Receiver(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         if self.current:
-            self.owner._write_paused = True
+            self.owner._writable.pause()
 
     def resume_writing(self) -> None:
         if self.current:
-            self.owner._write_paused = False
-            self.owner._wake_drainers()
+            self.owner._writable.resume()
 
 
 class ChunkTransport(Transport):
@@ -84,9 +85,8 @@ class ChunkTransport(Transport):
         self._reading_paused = False
         self._upgrading = False
         self._read_waiter: asyncio.Future[None] | None = None
-        self._write_paused = False
+        self._writable = WriteGate()
         self._lost = False
-        self._drainers: list[asyncio.Future[None]] = []
         self._closed: asyncio.Event = asyncio.Event()
 
     # -- nats-py's Transport ---------------------------------------------------------------
@@ -183,11 +183,7 @@ class ChunkTransport(Transport):
             # as asyncio's StreamWriter: a connection that ended (even cleanly, which asyncio's
             # TLS layer reports without resuming writing) cannot be drained
             raise ConnectionResetError("connection lost")
-        if not self._write_paused:
-            return
-        waiter = asyncio.get_running_loop().create_future()
-        self._drainers.append(waiter)
-        await waiter
+        await self._writable.wait()
 
     async def wait_closed(self) -> None:
         if self._transport is not None:
@@ -229,23 +225,13 @@ class ChunkTransport(Transport):
     def _on_lost(self, exc: Exception | None) -> None:
         self._on_eof(exc)
         self._lost = True
-        self._write_paused = False
-        self._wake_drainers(exc or ConnectionResetError("connection lost"))
+        self._writable.fail(exc or ConnectionResetError("connection lost"))
         self._closed.set()
 
     def _wake_reader(self) -> None:
         waiter = self._read_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-
-    def _wake_drainers(self, exc: Exception | None = None) -> None:
-        for waiter in self._drainers:
-            if not waiter.done():
-                if exc is None:
-                    waiter.set_result(None)
-                else:
-                    waiter.set_exception(exc)
-        self._drainers.clear()
 
     async def _wait_readable(self) -> None:
         self._read_waiter = asyncio.get_running_loop().create_future()

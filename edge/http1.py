@@ -26,8 +26,10 @@ from typing import Any, cast
 
 import httptools
 
+from broker.chunk_queue import ChunkQueue
 from broker.nats_parser import Buffer
 from broker.tls_objects import FastSSLObject
+from broker.write_gate import WriteGate
 
 log = logging.getLogger("kubegate.edge.http1")
 
@@ -53,80 +55,17 @@ class HttpError(Exception):
         self.message = message
 
 
-class _ByteBuffer:
-    """Bounded FIFO of byte chunks feeding one consumer; pauses the socket when full."""
+class _ByteBuffer(ChunkQueue):
+    """A request body or the client's side of a tunnel: a `ChunkQueue` that pauses reading
+    the connection when full, read whole (`read` takes everything queued) or by iteration."""
 
     def __init__(self, conn: _Connection, limit: int) -> None:
-        self._conn = conn
-        self._limit = limit
-        self._chunks: deque[bytes] = deque()
-        self._size = 0
-        self._eof = False
-        self._error: BaseException | None = None
-        self._waiter: asyncio.Future[None] | None = None
-        self._sink: Callable[[bytes], bool] | None = None
-
-    def set_sink(self, sink: Callable[[bytes], bool] | None) -> None:
-        """Offer what arrives to `sink` before queueing it: True means it took the bytes. Only
-        while nothing is queued, so a refusal (False) queues them and all after them in order
-        until the consumer has read the queue empty."""
-        self._sink = sink
-
-    def feed(self, data: bytes) -> None:
-        if not data:
-            return
-        if self._sink is not None and not self._chunks and self._sink(data):
-            return
-        self._chunks.append(data)
-        self._size += len(data)
-        if self._size >= self._limit:
-            self._conn.pause_reading(self)
-        self._wake()
-
-    def feed_eof(self) -> None:
-        self._eof = True
-        self._wake()
-
-    def set_error(self, exc: BaseException) -> None:
-        self._error = exc
-        self._wake()
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    @property
-    def at_eof(self) -> bool:
-        return self._eof and not self._chunks
-
-    @property
-    def buffered_bytes(self) -> int:
-        """Bytes received and not yet read (never much more than the limit)."""
-        return self._size
+        super().__init__(limit, lambda: conn.pause_reading(self), lambda: conn.resume_reading(self))
 
     async def read(self) -> bytes:
         """Everything buffered so far (waiting for at least one byte), or b"" at end of stream.
-        Raises the connection's error, if any. Taking all that queued up while the consumer
-        was busy lets a bulk stream travel in few large pieces and a trickle without delay."""
-        while not self._chunks:
-            if self._error is not None:
-                raise self._error
-            if self._eof:
-                return b""
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        if len(self._chunks) == 1:
-            chunk = self._chunks.popleft()
-        else:
-            chunk = b"".join(self._chunks)
-            self._chunks.clear()
-        self._size -= len(chunk)
-        if self._size <= self._limit // 2:
-            self._conn.resume_reading(self)
-        return chunk
+        Raises the connection's error, if any."""
+        return await self.read_all()
 
     def __aiter__(self) -> _ByteBuffer:
         return self
@@ -367,8 +306,7 @@ class _Connection(asyncio.Protocol):
         self._head_bytes = 0
         self._raw: _ByteBuffer | None = None
         self._paused_by: set[int] = set()
-        self._write_paused = False
-        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._writable = WriteGate()
         self._closed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._error: HttpError | None = None
@@ -396,10 +334,7 @@ class _Connection(asyncio.Protocol):
         if self._raw is not None:
             self._raw.feed_eof()
         self._request_ready.set()
-        for waiter in self._drain_waiters:
-            if not waiter.done():
-                waiter.set_exception(err)
-        self._drain_waiters.clear()
+        self._writable.fail(err)
 
     def data_received(self, data: bytes) -> None:
         if self._raw is not None:
@@ -426,14 +361,10 @@ class _Connection(asyncio.Protocol):
             self._fail(exc)
 
     def pause_writing(self) -> None:
-        self._write_paused = True
+        self._writable.pause()
 
     def resume_writing(self) -> None:
-        self._write_paused = False
-        for waiter in self._drain_waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        self._drain_waiters.clear()
+        self._writable.resume()
 
     # -- parser callbacks ------------------------------------------------------------------
 
@@ -504,15 +435,12 @@ class _Connection(asyncio.Protocol):
         if self.transport is None or self.transport.is_closing():
             raise ConnectionResetError("client connection closed")
         self.transport.write(data)
-        if self._write_paused:
-            waiter = asyncio.get_running_loop().create_future()
-            self._drain_waiters.append(waiter)
-            await waiter
+        await self._writable.wait()
 
     def write_nowait(self, data: Buffer) -> bool:
         """Write `data` unless `write` would have to wait (the client is not reading, or the
         connection closed): then False, and nothing is written."""
-        if self._write_paused or self.transport is None or self.transport.is_closing():
+        if self._writable.paused or self.transport is None or self.transport.is_closing():
             return False
         self.transport.write(data)
         return True

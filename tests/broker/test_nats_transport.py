@@ -213,11 +213,11 @@ async def test_drain_waits_while_the_peer_reads_nothing_and_returns_once_it_does
     transport = await _connected(sender)
     block = os.urandom(1024 * 1024)
     written = 0
-    while not transport._write_paused and written < 256 * len(block):
+    while not transport._writable.paused and written < 256 * len(block):
         transport.write(block)  # nobody reads: the loop pauses our writing
         written += len(block)
         await asyncio.sleep(0)
-    assert transport._write_paused, "the loop paused writing"
+    assert transport._writable.paused, "the loop paused writing"
     draining = asyncio.ensure_future(transport.drain())
     await asyncio.sleep(0.2)
     assert not draining.done()
@@ -226,7 +226,7 @@ async def test_drain_waits_while_the_peer_reads_nothing_and_returns_once_it_does
     while got < written:
         got += len(await asyncio.wait_for(sender.reader.read(1 << 20), 10))
     await asyncio.wait_for(draining, 10)
-    assert got == written and not transport._write_paused
+    assert got == written and not transport._writable.paused
 
 
 async def test_drain_after_a_clean_close_raises_instead_of_waiting_forever(

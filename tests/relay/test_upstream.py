@@ -153,7 +153,7 @@ async def test_a_tunnel_hands_what_arrives_to_its_sink_and_queues_what_it_refuse
 
     server, port = await _serve(api_server)
     raw = await TunnelConnection.connect("127.0.0.1", port, None, None)
-    await eventually(lambda: raw._chunks, "the early bytes queued")
+    await eventually(lambda: raw._received.buffered_bytes, "the early bytes queued")
     conn = UpgradedConnection(raw, await raw.read())
     taking, order = True, []
 
@@ -165,10 +165,10 @@ async def test_a_tunnel_hands_what_arrives_to_its_sink_and_queues_what_it_refuse
     conn.forward(sink)
     taking = False  # refuses "one": it queues
     go.set()
-    await eventually(lambda: raw._chunks and raw._chunks[-1] == b"one", "one queued")
+    await eventually(lambda: raw._received.buffered_bytes == len(b"earlyone"), "one queued")
     taking = True  # would take "two", but "early" and "one" are still queued: it waits
     more.set()
-    await eventually(lambda: len(raw._chunks) == 3, "two queued behind them")
+    await eventually(lambda: raw._received.buffered_bytes == len(b"earlyonetwo"), "two behind")
     assert order == []
     while data := await conn.read():
         order.append(("read", data))
@@ -190,12 +190,11 @@ async def test_a_tunnel_stops_reading_past_its_high_water_and_sinks_again_once_r
         writer.close()
 
     server, port = await _serve(api_server)
-    raw = await TunnelConnection.connect("127.0.0.1", port, None, None)
-    raw._high_water = 256 * 1024
+    raw = await TunnelConnection.connect("127.0.0.1", port, None, None, high_water=256 * 1024)
     raw.forward(lambda data: False)  # a stream out of credit
-    await eventually(lambda: raw._read_paused, "reading paused")
+    await eventually(lambda: raw._received.buffered_bytes >= 256 * 1024, "reading paused")
     await asyncio.sleep(0.2)
-    assert raw._size <= 256 * 1024 + 256 * 1024  # at most one read past the mark
+    assert raw._received.buffered_bytes <= 256 * 1024 + 256 * 1024  # one read past the mark
     assert sent < 1024 * len(block)  # the server is held back, not buffered here
     sunk = bytearray()
     raw.forward(lambda data: sunk.extend(data) or True)  # credit again
