@@ -69,7 +69,7 @@ class TunnelConnection(asyncio.Protocol):
         return await self._received.read()
 
     def _pause_reading(self) -> None:
-        if self._transport is not None:
+        if self._transport is not None and not self._transport.is_closing():
             self._transport.pause_reading()
 
     def _resume_reading(self) -> None:
