@@ -48,6 +48,15 @@ class ChunkQueue:
             self._pause()
         self._wake()
 
+    def unread(self, data: bytes) -> None:
+        """Put back, ahead of everything queued, what a reader took but did not use (the bytes
+        that came with an HTTP 101, after the head its reader parsed)."""
+        if not data:
+            return
+        self._chunks.appendleft(data)
+        self._size += len(data)
+        self._wake()
+
     def feed_eof(self) -> None:
         self._eof = True
         self._wake()

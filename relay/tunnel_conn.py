@@ -68,6 +68,11 @@ class TunnelConnection(asyncio.Protocol):
         Raises the connection's error, once what came before it is read."""
         return await self._received.read()
 
+    def unread(self, data: bytes) -> None:
+        """Put `data` back ahead of everything received since (what came after a 101's head
+        in the read that held it)."""
+        self._received.unread(data)
+
     def _pause_reading(self) -> None:
         if self._transport is not None and not self._transport.is_closing():
             self._transport.pause_reading()

@@ -69,23 +69,16 @@ class UpgradedConnection:
     """The raw connection after a 101: `read()` (b"" at EOF), `write()`, `write_nowait()`,
     `forward()` (see `relay.tunnel_conn`), `close()`."""
 
-    def __init__(self, conn: TunnelConnection, early: bytes) -> None:
+    def __init__(self, conn: TunnelConnection) -> None:
         self._conn = conn
-        self._early = early
 
     async def read(self) -> bytes:
         """What came next from the API server, as one read received it; b"" at EOF."""
-        if self._early:
-            data, self._early = self._early, b""
-            return data
         return await self._conn.read()
 
     def forward(self, sink: Callable[[bytes], bool]) -> None:
-        """Offer what the API server sends to `sink` as it arrives (True: taken), before
-        `read` sees it; bytes that came with the 101 go to `read` first."""
-        if self._early:
-            self._conn.data_received(self._early)  # queued ahead of everything after it
-            self._early = b""
+        """Offer what the API server sends to `sink` as it arrives (True: taken), once `read`
+        has taken what is already queued (the bytes that came with the 101 among them)."""
         self._conn.forward(sink)
 
     async def write(self, data: bytes) -> None:
@@ -320,7 +313,8 @@ class Upstream:
             raise UpstreamError(f"bad upgrade answer from kube-apiserver: {exc}") from exc
         status = parser.get_status_code()
         if status == 101:
-            tunnel = UpgradedConnection(conn, early)
+            conn.unread(early)  # the tunnel's first bytes, ahead of any read since
+            tunnel = UpgradedConnection(conn)
             return UpstreamResponse(
                 101, parsed.headers, _empty(), tunnel=tunnel, _release=[tunnel.close]
             )

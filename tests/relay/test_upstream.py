@@ -102,7 +102,7 @@ async def test_a_tunnel_write_without_waiting_refuses_while_the_api_server_reads
     server = await asyncio.start_server(api_server, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     raw = await TunnelConnection.connect("127.0.0.1", port, None, None)
-    conn = UpgradedConnection(raw, b"")
+    conn = UpgradedConnection(raw)
     transport = raw.transport
     assert transport is not None
     transport.set_write_buffer_limits(high=64 * 1024)
@@ -154,7 +154,7 @@ async def test_a_tunnel_hands_what_arrives_to_its_sink_and_queues_what_it_refuse
     server, port = await _serve(api_server)
     raw = await TunnelConnection.connect("127.0.0.1", port, None, None)
     await eventually(lambda: raw._received.buffered_bytes, "the early bytes queued")
-    conn = UpgradedConnection(raw, await raw.read())
+    conn = UpgradedConnection(raw)
     taking, order = True, []
 
     def sink(data: bytes) -> bool:
@@ -174,6 +174,32 @@ async def test_a_tunnel_hands_what_arrives_to_its_sink_and_queues_what_it_refuse
         order.append(("read", data))
     assert order == [("read", b"early"), ("read", b"one"), ("read", b"two")]
     await conn.close()
+    server.close()
+
+
+async def test_bytes_after_the_101s_head_stay_ahead_of_what_arrived_since() -> None:
+    """The upgrade's reader parses the 101 from a read that also holds the tunnel's first
+    bytes and puts those back; bytes that arrived meanwhile must come after them."""
+    go = asyncio.Event()
+
+    async def api_server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"early")  # the rest of the read the 101's head came in
+        await writer.drain()
+        await go.wait()
+        writer.write(b"late")
+        await writer.drain()
+        writer.close()
+
+    server, port = await _serve(api_server)
+    raw = await TunnelConnection.connect("127.0.0.1", port, None, None)
+    early = await raw.read()  # taken by the upgrade's reader
+    assert early == b"early"
+    go.set()
+    await eventually(lambda: raw._received.buffered_bytes == len(b"late"), "late queued")
+    raw.unread(early)
+    conn = UpgradedConnection(raw)
+    conn.forward(lambda data: True)  # would take anything, but only once the queue is read
+    assert [await conn.read(), await conn.read(), await conn.read()] == [b"early", b"late", b""]
     server.close()
 
 
