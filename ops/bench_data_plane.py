@@ -444,17 +444,14 @@ async def _port_forward_rates(
         for direction, path in runs:
             kubeconfig, context = paths[path]
             workdir = top.base / f"pf-{direction}-{path}-{i}"
-            if not timed:
-                await port_forward_rate(
-                    kubeconfig, context, megabytes, workdir, download=direction == "down"
-                )
-                continue
-            with cpu[direction, path] as meter:
+            meter = cpu[direction, path]
+            with meter if timed else contextlib.nullcontext():
                 run = await port_forward_rate(
                     kubeconfig, context, megabytes, workdir, download=direction == "down"
                 )
-            meter.add("kubectl", run.kubectl_cpu_s)
-            rates[direction, path].append(run.mb_s)
+            if timed:
+                meter.add("kubectl", run.kubectl_cpu_s)
+                rates[direction, path].append(run.mb_s)
     figures: dict[str, Any] = {}
     for direction, prefix in (("up", "portforward_"), ("down", "portforward_download_")):
         direct = statistics.median(rates[direction, "direct"])
@@ -471,10 +468,9 @@ async def _port_forward_rates(
         }
         if floor is not None:
             floored = rates[direction, "floor"]
-            figures[f"{prefix}floor_mb_s"] = round(statistics.median(floored), 1)
-            figures[f"{prefix}floor_ratio"] = (
-                round(statistics.median(floored) / direct, 3) if direct else None
-            )
+            floor_mb_s = statistics.median(floored)
+            figures[f"{prefix}floor_mb_s"] = round(floor_mb_s, 1)
+            figures[f"{prefix}floor_ratio"] = round(floor_mb_s / direct, 3) if direct else None
             figures[f"{prefix}floor_rounds_mb_s"] = [round(f, 1) for f in floored]
     return figures
 

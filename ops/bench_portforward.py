@@ -53,9 +53,7 @@ async def _sink() -> tuple[asyncio.Server, int]:
             await _write_bytes(writer, int(ask[1]))
             writer.close()
             return
-        total = 0
-        while chunk := await reader.read(1 << 16):
-            total += len(chunk)
+        total = await _count_until_eof(reader)
         writer.write(f"{total}\n".encode())
         await writer.drain()
         writer.close()
